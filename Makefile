@@ -1,0 +1,33 @@
+# wavegen: set-up, tests, demo and benchmarks. Every target creates the virtual
+# environment first (`make setup`), so a fresh clone needs nothing installed by hand.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test lock clean
+
+setup: $(STAMP)
+
+# Reinstall only when the dependency pins change; otherwise `make setup` is instant.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "wavegen needs Python 3.11, got " + sys.version' 
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Re-pin the whole environment after changing pyproject.toml's direct pins.
+lock:
+	rm -rf /tmp/wavegen-lock && $(PYTHON) -m venv /tmp/wavegen-lock
+	/tmp/wavegen-lock/bin/pip install --quiet --upgrade pip
+	/tmp/wavegen-lock/bin/pip install --quiet -e '.[test]'
+	/tmp/wavegen-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,261 @@
+"""Songs to training shards: the Beam preprocessing pipeline.
+
+    .venv/bin/python -m beam_pipelines.preprocess --input=PATH_OR_GLOB [--input=...] \\
+        --output_dir=DIR [--sample_rate=16000] [--quantization=mulaw|linear] [--bits=8] \\
+        [--chunk_seconds=1.0] [--context_samples=4096] \\
+        [--split=train:0.9,validation:0.05,test:0.05] [--genre_from=folder|none] \\
+        [--num_shards=N] [beam options, e.g. --runner=... --direct_num_workers=2]
+
+Our flags are parsed with argparse; everything else is a Beam PipelineOptions flag. With
+no --runner, the pipeline runs locally on the FnApiRunner with one worker process per
+core (no network needed). DIR ends up a TFDS dataset directory:
+`tfds.builder_from_directory(DIR)`, with `metadata.json` holding the audio facts,
+`failed.jsonl` the songs that were not written and why, and `summary.json` the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipelines.transforms import Preprocess
+from wavegen import preprocess, sources
+from wavegen.dataset import DATASET_NAME, FILENAME_TEMPLATE, DatasetSpec, features, genre_names
+
+log = logging.getLogger("wavegen.pipeline")
+
+# Written last: a directory without it is not a dataset (tfds and wavegen refuse it).
+INFO_FILE = "dataset_info.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m beam_pipelines.preprocess",
+        description="Turn a collection of songs into TFRecord shards of binned chunks "
+                    "(a TFDS dataset directory). Unknown flags go to Beam.")
+    p.add_argument("--input", action="append", required=True,
+                   help="a file, a folder (searched recursively for .mp3 .wav .flac .ogg) "
+                        "or a glob; repeat for several")
+    p.add_argument("--output_dir", required=True, help="the dataset directory to write")
+    p.add_argument("--sample_rate", type=int, default=16000)
+    p.add_argument("--quantization", choices=("mulaw", "linear"), default="mulaw")
+    p.add_argument("--bits", type=int, default=8, help="2**bits classes (1..16)")
+    p.add_argument("--chunk_seconds", type=float, default=1.0,
+                   help="new audio (training targets) per chunk, context excluded")
+    p.add_argument("--context_samples", type=int, default=4096,
+                   help="samples of preceding audio each chunk carries; at least the "
+                        "receptive field of the models you will train")
+    p.add_argument("--split", default="train:0.9,validation:0.05,test:0.05",
+                   help="NAME:FRACTION,...; songs are assigned by a stable hash of their id")
+    p.add_argument("--genre_from", choices=sources.GENRE_FROM, default="none",
+                   help="folder: a song's genre is its parent folder's name")
+    p.add_argument("--num_shards", type=int, default=0,
+                   help="shards per split (default: about 128 MiB per shard)")
+    p.add_argument("--silence_db", type=float, default=-60.0,
+                   help="a song whose peak stays below this level (dBFS) is rejected")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a dataset already in --output_dir")
+    return p
+
+
+def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam options; without --runner, local multi-process execution that stays offline.
+
+    (Beam's DirectRunner first tries to download the Prism runner binary.)
+    """
+    args = list(beam_args)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        args.append("--runner=FnApiRunner")
+        if not any(a.startswith("--direct_running_mode") for a in args):
+            args.append("--direct_running_mode=multi_processing")
+        if not any(a.startswith("--direct_num_workers") for a in args):
+            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    return PipelineOptions(args)
+
+
+def make_spec(args, genres) -> DatasetSpec:
+    target = int(round(args.chunk_seconds * args.sample_rate))
+    if target <= 0:
+        raise ValueError(f"--chunk_seconds={args.chunk_seconds} gives no samples")
+    if args.context_samples < 0:
+        raise ValueError(f"--context_samples must be >= 0, got {args.context_samples}")
+    return DatasetSpec(sample_rate=args.sample_rate, quantization=args.quantization,
+                       bits=args.bits, chunk_samples=target + args.context_samples,
+                       context_samples=args.context_samples, genres=genre_names(genres))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Runs the pipeline; returns the process exit code."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    try:
+        splits = preprocess.parse_splits(args.split)
+        songs = sources.discover(args.input, args.genre_from)
+        spec = make_spec(args, [s.genre for s in songs])
+    except ValueError as e:  # SourceError, bad --split, bad audio settings
+        log.error("%s", e)
+        return 2
+    songs = [s.with_(split=preprocess.assign_split(s.song_id, splits)) for s in songs]
+    out = args.output_dir.rstrip("/")
+    if FileSystems.exists(os.path.join(out, INFO_FILE)) and not args.overwrite:
+        log.error("%s already holds a dataset; pass --overwrite to replace it", out)
+        return 2
+    options = pipeline_options(beam_args)
+    staging = os.path.join(out, f".staging-{uuid.uuid4().hex[:12]}")
+    FileSystems.mkdirs(staging)
+    log.info("%d songs from %d input(s) -> %s (%d Hz, %s %d bits, chunks of %d samples "
+             "with %d of context; genres: %s)", len(songs), len(args.input), out,
+             spec.sample_rate, spec.quantization, spec.bits, spec.chunk_samples,
+             spec.context_samples, ", ".join(spec.genres))
+    t0 = time.time()
+    try:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, songs, spec, staging, args)
+        state = pipeline.run()
+        state.wait_until_finish()
+        _log_metrics(state)
+        summary = finalize(out, staging, spec, songs, args, time.time() - t0)
+    finally:
+        _remove(staging)
+    print(format_summary(summary, out))
+    if summary["songs_written"] == 0:
+        log.error("no song was written: every input failed (see %s)",
+                  os.path.join(out, "failed.jsonl"))
+        return 1
+    return 0
+
+
+def build(pipeline, songs, spec, staging, args):
+    outputs = (pipeline
+               | "Songs" >> beam.Create(songs)
+               | "Preprocess" >> Preprocess(spec, staging, args.silence_db,
+                                            args.num_shards, total_songs=len(songs)))
+    outputs["shards"] | "WriteShardIndex" >> beam.io.WriteToText(
+        os.path.join(staging, "shards"), file_name_suffix=".jsonl", shard_name_template="")
+    outputs["songs"] | "WriteSongRecords" >> beam.io.WriteToText(
+        os.path.join(staging, "songs"), file_name_suffix=".jsonl", shard_name_template="")
+    return outputs
+
+
+def finalize(out, staging, spec, songs, args, seconds) -> dict:
+    """Moves shards into place and writes the metadata, dataset_info.json last.
+
+    Checks first that every input song has its record: nothing is lost silently.
+    """
+    records = _read_jsonl(os.path.join(staging, "songs.jsonl"))
+    shards = _read_jsonl(os.path.join(staging, "shards.jsonl"))
+    got = {r["song_id"] for r in records}
+    lost = [s.song_id for s in songs if s.song_id not in got]
+    if lost or len(records) != len(songs):
+        raise RuntimeError(f"pipeline lost track of {len(lost)} song(s), e.g. {lost[:3]}; "
+                           f"{len(records)} records for {len(songs)} inputs")
+    summary = preprocess.summarize(records)
+    summary["seconds_elapsed"] = round(seconds, 1)
+    summary["songs_per_s"] = round(len(songs) / max(seconds, 1e-9), 2)
+    # Replace an old dataset: its dataset_info.json goes first, so a crash in between
+    # leaves a directory that does not look complete.
+    _remove(os.path.join(out, INFO_FILE))
+    for old in FileSystems.match([os.path.join(out, f"{DATASET_NAME}-*")])[0].metadata_list:
+        _remove(old.path)
+    failed = [r for r in records if r["status"] == preprocess.FAILED]
+    _write_text(os.path.join(out, "failed.jsonl"),
+                "".join(json.dumps(r) + "\n" for r in sorted(failed, key=_by_id)))
+    _write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    if not shards:
+        return summary
+    FileSystems.rename([os.path.join(staging, s["file"]) for s in shards],
+                       [os.path.join(out, s["file"]) for s in shards])
+    _write_metadata(out, spec, shards, args)
+    return summary
+
+
+def _write_metadata(out, spec, shards, args):
+    import tensorflow_datasets as tfds
+
+    split_infos = []
+    for split in sorted({s["split"] for s in shards}):
+        mine = sorted((s for s in shards if s["split"] == split), key=lambda s: s["shard"])
+        split_infos.append(tfds.core.SplitInfo(
+            name=split, shard_lengths=[s["examples"] for s in mine],
+            num_bytes=sum(s["bytes"] for s in mine)))
+    # tfds writes features.json, metadata.json and the labels first, dataset_info.json
+    # last, once the shards are in place.
+    tfds.folder_dataset.write_metadata(
+        data_dir=out, features=features(spec), split_infos=split_infos,
+        filename_template=FILENAME_TEMPLATE, check_data=False,
+        description=("Binned audio chunks written by wavegen's Beam pipeline "
+                     f"(python -m beam_pipelines.preprocess), inputs: {', '.join(args.input)}"),
+        metadata=tfds.core.MetadataDict(spec.to_metadata()))
+
+
+def format_summary(summary: dict, out: str) -> str:
+    lines = [
+        "",
+        f"wavegen preprocess: {out}",
+        f"  songs in {summary['songs_in']}, written {summary['songs_written']}, "
+        f"failed {summary['songs_failed']}"
+        + (f" (truncated but kept: {summary['songs_truncated']})"
+           if summary["songs_truncated"] else ""),
+        f"  {summary['seconds_elapsed']} s, {summary['songs_per_s']} songs/s",
+    ]
+    for split, s in summary["splits"].items():
+        lines.append(f"  {split:>12}: {s['songs']} songs, {s['chunks']} chunks, "
+                     f"{s['seconds']:.1f} s of targets")
+    for reason, n in summary["failures"].items():
+        lines.append(f"  failed ({reason}): {n}")
+    if summary["songs_failed"]:
+        lines.append(f"  details: {os.path.join(out, 'failed.jsonl')}")
+    return "\n".join(lines)
+
+
+def _log_metrics(result):
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # not every runner reports metrics
+        return
+    totals: dict[str, int] = {}
+    for c in counters:
+        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
+    log.info("metrics: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
+
+
+def _by_id(r):
+    return r["song_id"]
+
+
+def _read_jsonl(path):
+    if not FileSystems.exists(path):
+        return []
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line]
+
+
+def _write_text(path, text):
+    with FileSystems.create(path, compression_type="uncompressed") as f:
+        f.write(text.encode("utf-8"))
+
+
+def _remove(path):
+    try:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+    except Exception as e:  # best effort: cleanup must not hide the real error
+        log.warning("could not remove %s: %s", path, e)
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

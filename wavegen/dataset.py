@@ -1,0 +1,157 @@
+"""The dataset's schema and metadata: one home for the facts shared by writer and readers.
+
+The Beam pipeline writes TFRecord shards of examples serialized with `features(...)`, and
+records the audio facts (`DatasetSpec`) in the TFDS metadata (`DIR/metadata.json`). The
+training input pipeline and sampling read the same facts back with `load_dataset_spec`;
+nothing about the audio format is typed twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from wavegen import audio
+
+DATASET_NAME = "wavegen"
+UNKNOWN_GENRE = "unknown"
+# The TFDS shard file names: wavegen-train.tfrecord-00000-of-00004
+FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+METADATA_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """A dataset directory that is missing, incomplete or not a wavegen dataset."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """The audio facts of a dataset, written with it and read by training and sampling."""
+
+    sample_rate: int
+    quantization: str  # "mulaw" or "linear"
+    bits: int  # 2**bits classes
+    chunk_samples: int  # every `audio` example's length, context included
+    context_samples: int  # leading samples of each chunk that are context only
+    genres: tuple[str, ...] = (UNKNOWN_GENRE,)
+
+    def __post_init__(self):
+        if self.quantization not in audio.QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {audio.QUANTIZATIONS}, "
+                             f"got {self.quantization!r}")
+        audio.bins_dtype(self.bits)
+        audio.chunk_stride(self.chunk_samples, self.context_samples)
+        if self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
+        if UNKNOWN_GENRE not in self.genres:
+            raise ValueError(f"genres must include {UNKNOWN_GENRE!r}: {self.genres}")
+
+    @property
+    def num_classes(self) -> int:
+        return audio.num_classes(self.bits)
+
+    @property
+    def target_samples(self) -> int:
+        """Samples per chunk that are training targets (chunk minus context)."""
+        return self.chunk_samples - self.context_samples
+
+    @property
+    def dtype(self) -> np.dtype:
+        return audio.bins_dtype(self.bits)
+
+    def genre_index(self, name: str) -> int:
+        try:
+            return self.genres.index(name)
+        except ValueError:
+            raise ValueError(f"unknown genre {name!r}; the dataset's genres are: "
+                             f"{', '.join(self.genres)}") from None
+
+    def to_metadata(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["genres"] = list(self.genres)
+        d["wavegen_metadata_version"] = METADATA_VERSION
+        return d
+
+    @classmethod
+    def from_metadata(cls, md: dict[str, Any], where: str = "metadata") -> "DatasetSpec":
+        fields = [f.name for f in dataclasses.fields(cls)]
+        missing = [k for k in fields if k not in md]
+        if missing:
+            raise DatasetError(f"{where}: not a wavegen dataset, metadata lacks "
+                               f"{', '.join(missing)}")
+        kw = {k: md[k] for k in fields}
+        kw["genres"] = tuple(kw["genres"])
+        try:
+            return cls(**kw)
+        except (TypeError, ValueError) as e:
+            raise DatasetError(f"{where}: invalid dataset metadata: {e}") from e
+
+
+def genre_names(seen: Sequence[str]) -> tuple[str, ...]:
+    """The ClassLabel names: the genres seen, sorted, with `unknown` always present."""
+    names = {g for g in seen if g}
+    names.add(UNKNOWN_GENRE)
+    return tuple(sorted(names))
+
+
+def features(spec: DatasetSpec):
+    """The TFDS features of one example. Shared by the writer and every reader."""
+    import tensorflow_datasets as tfds
+
+    return tfds.features.FeaturesDict({
+        # The bins, stored as raw bytes (not widened to int64).
+        "audio": tfds.features.Tensor(shape=(spec.chunk_samples,), dtype=spec.dtype,
+                                      encoding="bytes"),
+        # Stable and readable: a file's path relative to the input it was found under.
+        "song_id": tfds.features.Text(),
+        "chunk_index": tfds.features.Scalar(dtype=np.int32),
+        "genre": tfds.features.ClassLabel(names=list(spec.genres)),
+    })
+
+
+def example(spec: DatasetSpec, bins: np.ndarray, song_id: str, chunk_index: int,
+            genre: str) -> dict[str, Any]:
+    if bins.shape != (spec.chunk_samples,) or bins.dtype != spec.dtype:
+        raise ValueError(f"{song_id}#{chunk_index}: chunk has shape {bins.shape} "
+                         f"{bins.dtype}, expected ({spec.chunk_samples},) {spec.dtype}")
+    return {"audio": bins, "song_id": song_id, "chunk_index": chunk_index, "genre": genre}
+
+
+def load_dataset_spec(data_dir: str) -> DatasetSpec:
+    """Reads a dataset directory's DatasetSpec, with one clear error if it is not one."""
+    if not _exists(data_dir):
+        raise DatasetError(f"dataset directory {data_dir} does not exist")
+    info = os.path.join(data_dir, "dataset_info.json")
+    if not _exists(info):
+        raise DatasetError(f"{data_dir} is not a complete dataset: no dataset_info.json "
+                           "(was the pipeline run to the end?)")
+    path = os.path.join(data_dir, "metadata.json")
+    if not _exists(path):
+        raise DatasetError(f"{data_dir}: no metadata.json, so no sample rate, bits or "
+                           "chunk length; not a wavegen dataset")
+    with _open(path) as f:
+        try:
+            md = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}: not valid JSON ({e})") from e
+    return DatasetSpec.from_metadata(md, where=path)
+
+
+def _exists(path: str) -> bool:
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.exists(path)
+
+
+def _open(path: str):
+    import io
+
+    from apache_beam.io.filesystems import FileSystems
+
+    return io.TextIOWrapper(FileSystems.open(path, compression_type="uncompressed"),
+                            encoding="utf-8")

@@ -1,0 +1,233 @@
+"""Per-song preprocessing as pure functions: song -> stream of binned chunks, splits, shards.
+
+The Beam pipeline (`beam_pipelines/preprocess.py`) only wires these into transforms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
+
+import numpy as np
+
+from wavegen import audio
+from wavegen.dataset import DatasetSpec
+
+# Why a song was not written. Stable names: they key failed.jsonl, the summary and metrics.
+UNDECODABLE = "undecodable"  # not audio, corrupt, or a decoder error before any audio
+NO_AUDIO = "no_audio"  # opened, but decoded zero frames (empty or truncated stream)
+SILENT = "silent"  # peak below the silence threshold over the whole song
+TOO_SHORT = "too_short"  # fewer samples than one chunk
+UNREADABLE = "unreadable"  # the file could not be read (I/O error)
+INTERNAL_ERROR = "internal_error"  # a bug: the traceback's last line is in the detail
+
+
+class SongFailure(Exception):
+    """A song that gives no chunks, with a stable reason code and a readable detail."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclasses.dataclass
+class SongStats:
+    """Filled in while a song streams through `song_chunks`."""
+
+    source_rate: int = 0
+    channels: int = 0
+    frames_in: int = 0  # decoded frames at the source rate
+    samples_out: int = 0  # mono samples at the dataset rate
+    chunks: int = 0
+    peak: float = 0.0
+    truncated: str = ""  # a decode error after usable audio: the audio before it is kept
+
+    @property
+    def seconds_in(self) -> float:
+        return self.frames_in / self.source_rate if self.source_rate else 0.0
+
+
+def song_chunks(source: str | BinaryIO, name: str, spec: DatasetSpec, stats: SongStats,
+                silence_db: float = -60.0,
+                block_frames: int = audio.DEFAULT_BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Decodes, mixes down, resamples, quantizes and chunks one song, streaming.
+
+    Yields `spec.chunk_samples`-long arrays of bins as they complete; memory holds one
+    decode block and one chunk, whatever the song's length. Raises SongFailure (before
+    yielding anything) for a song that gives no chunks. Chunks are held back only while
+    everything so far is below the silence threshold, so an entirely silent song is
+    rejected without having emitted anything.
+    """
+    try:
+        handle = audio.open_audio(source, name)
+    except audio.AudioDecodeError as e:
+        raise SongFailure(UNDECODABLE, str(e)) from e
+    threshold = audio.db_to_amplitude(silence_db)
+    chunker = audio.Chunker(spec.chunk_samples, spec.context_samples)
+    held: list[np.ndarray] = []
+    audible = False
+    with handle:
+        stats.source_rate, stats.channels = handle.samplerate, handle.channels
+        resampler = audio.StreamResampler(handle.samplerate, spec.sample_rate)
+        blocks = audio.mono_blocks(handle, name, block_frames)
+        while True:
+            try:
+                block = next(blocks, None)
+            except audio.AudioDecodeError as e:
+                if stats.frames_in == 0:
+                    raise SongFailure(UNDECODABLE, str(e)) from e
+                stats.truncated = str(e)
+                block = None
+            if block is None:
+                y = resampler.flush()
+            else:
+                stats.frames_in += len(block)
+                y = resampler.process(block)
+            if len(y):
+                stats.samples_out += len(y)
+                stats.peak = max(stats.peak, float(np.max(np.abs(y))))
+                audible = audible or stats.peak > threshold
+                for chunk in chunker.push(audio.quantize(y, spec.quantization, spec.bits)):
+                    if not audible:
+                        held.append(chunk)
+                        continue
+                    for c in held:
+                        stats.chunks += 1
+                        yield c
+                    held.clear()
+                    stats.chunks += 1
+                    yield chunk
+            if block is None:
+                break
+    if stats.frames_in == 0:
+        raise SongFailure(NO_AUDIO, f"{name}: decoded no audio (empty or truncated stream)")
+    if not audible:
+        peak_db = 20 * np.log10(stats.peak) if stats.peak > 0 else float("-inf")
+        raise SongFailure(SILENT, f"{name}: silent, peak {peak_db:.1f} dBFS is below "
+                                  f"the threshold of {silence_db:g} dBFS")
+    if stats.chunks == 0:
+        raise SongFailure(TOO_SHORT, f"{name}: {stats.samples_out / spec.sample_rate:.2f} s "
+                                     f"is shorter than one chunk "
+                                     f"({spec.chunk_samples / spec.sample_rate:.2f} s)")
+
+
+# --------------------------------------------------------------------------------------
+# Splits
+
+
+_SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
+    """'train:0.9,validation:0.05,test:0.05' -> (('train', 0.9), ...); fractions sum to 1."""
+    out = []
+    for part in text.split(","):
+        name, sep, frac = part.strip().partition(":")
+        if not sep or not _SPLIT_NAME.match(name):
+            raise ValueError(f"--split {text!r}: expected NAME:FRACTION,..., got {part!r}")
+        try:
+            f = float(frac)
+        except ValueError:
+            raise ValueError(f"--split {text!r}: {frac!r} is not a number") from None
+        if not 0 <= f <= 1:
+            raise ValueError(f"--split {text!r}: fraction {f} is outside [0, 1]")
+        out.append((name, f))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--split {text!r}: a split is named twice")
+    if abs(sum(f for _, f in out) - 1.0) > 1e-6:
+        raise ValueError(f"--split {text!r}: fractions sum to {sum(f for _, f in out):g}, "
+                         "not 1")
+    return tuple(out)
+
+
+def unit_hash(text: str) -> float:
+    """A stable hash of a string, uniform in [0, 1) (the same on every machine and run)."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assign_split(song_id: str, splits: Sequence[tuple[str, float]]) -> str:
+    """The split of a song, by a stable hash of its id: all its chunks go there."""
+    u = unit_hash(song_id)
+    acc = 0.0
+    for name, frac in splits:
+        acc += frac
+        if u < acc:
+            return name
+    return [n for n, f in splits if f > 0][-1]
+
+
+# --------------------------------------------------------------------------------------
+# Shards
+
+
+def example_key(song_id: str, chunk_index: int) -> int:
+    """A 64-bit hash of an example's identity: picks its shard and its place in it."""
+    digest = hashlib.blake2b(f"{song_id}#{chunk_index}".encode("utf-8"), digest_size=8)
+    return int.from_bytes(digest.digest(), "big")
+
+
+def num_shards_for(num_examples: int, example_bytes: int, requested: int = 0,
+                   target_shard_bytes: int = 128 << 20) -> int:
+    """Shards for a split: as requested (or ~128 MiB each), never more than examples."""
+    if num_examples <= 0:
+        return 0
+    n = requested if requested > 0 else -(-num_examples * example_bytes // target_shard_bytes)
+    return int(max(1, min(n, num_examples)))
+
+
+# --------------------------------------------------------------------------------------
+# Accounting
+
+
+WRITTEN, FAILED = "written", "failed"
+
+
+def song_record(song, status: str, *, reason: str = "", detail: str = "",
+                stats: SongStats | None = None, spec: DatasetSpec | None = None) -> dict:
+    """The one line every input song gets in songs.jsonl (and failed.jsonl if failed)."""
+    stats = stats or SongStats()
+    rec = {
+        "song_id": song.song_id, "path": song.uri, "input": song.input,
+        "split": song.split, "genre": song.genre, "status": status,
+        "chunks": stats.chunks,
+        "seconds": round(stats.seconds_in, 3),
+        "target_seconds": round(stats.chunks * spec.target_samples / spec.sample_rate, 3)
+        if spec else 0.0,
+    }
+    if reason:
+        rec["reason"], rec["detail"] = reason, detail
+    if stats.truncated:
+        rec["truncated"] = stats.truncated
+    return rec
+
+
+def summarize(records: Sequence[dict]) -> dict:
+    """summary.json: songs in/written/failed, failures by reason, chunks/seconds by split."""
+    failures: dict[str, int] = {}
+    splits: dict[str, dict] = {}
+    written = failed = truncated = 0
+    for r in records:
+        if r["status"] == WRITTEN:
+            written += 1
+            s = splits.setdefault(r["split"], {"songs": 0, "chunks": 0, "seconds": 0.0})
+            s["songs"] += 1
+            s["chunks"] += r["chunks"]
+            s["seconds"] += r["target_seconds"]
+            truncated += bool(r.get("truncated"))
+        else:
+            failed += 1
+            failures[r["reason"]] = failures.get(r["reason"], 0) + 1
+    for s in splits.values():
+        s["seconds"] = round(s["seconds"], 3)
+    return {
+        "songs_in": len(records), "songs_written": written, "songs_failed": failed,
+        "songs_truncated": truncated,
+        "failures": dict(sorted(failures.items())),
+        "splits": dict(sorted(splits.items())),
+    }
