@@ -27,8 +27,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines.transforms import Preprocess
-from wavegen import preprocess, sources
+from beam_pipelines.transforms import Preprocess, shard_filename
+from wavegen import preprocess, sources, tfrecord
 from wavegen.dataset import DATASET_NAME, FILENAME_TEMPLATE, DatasetSpec, features, genre_names
 
 log = logging.getLogger("wavegen.pipeline")
@@ -136,13 +136,21 @@ def run(argv: list[str] | None = None) -> int:
 def build(pipeline, songs, spec, staging, args):
     outputs = (pipeline
                | "Songs" >> beam.Create(songs)
-               | "Preprocess" >> Preprocess(spec, staging, args.silence_db,
-                                            args.num_shards, total_songs=len(songs)))
+               | "Preprocess" >> Preprocess(spec, staging, args.silence_db, args.num_shards,
+                                            total_songs=len(songs),
+                                            workers=_num_workers(pipeline.options)))
     outputs["shards"] | "WriteShardIndex" >> beam.io.WriteToText(
         os.path.join(staging, "shards"), file_name_suffix=".jsonl", shard_name_template="")
     outputs["songs"] | "WriteSongRecords" >> beam.io.WriteToText(
         os.path.join(staging, "songs"), file_name_suffix=".jsonl", shard_name_template="")
     return outputs
+
+
+def _num_workers(options) -> int:
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    n = options.view_as(DirectOptions).direct_num_workers
+    return n if n and n > 0 else (os.cpu_count() or 1)
 
 
 def finalize(out, staging, spec, songs, args, seconds) -> dict:
@@ -171,10 +179,23 @@ def finalize(out, staging, spec, songs, args, seconds) -> dict:
     _write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2) + "\n")
     if not shards:
         return summary
+    # A shard that no example hashed to still gets its (empty) file: TFDS expects them all.
+    for split, shard, num_shards in _missing_shards(shards):
+        name = shard_filename(split, shard, num_shards)
+        tfrecord.write_records(os.path.join(staging, name), [])
+        shards.append({"split": split, "shard": shard, "num_shards": num_shards,
+                       "file": name, "examples": 0, "bytes": 0})
     FileSystems.rename([os.path.join(staging, s["file"]) for s in shards],
                        [os.path.join(out, s["file"]) for s in shards])
     _write_metadata(out, spec, shards, args)
     return summary
+
+
+def _missing_shards(shards):
+    have = {(s["split"], s["shard"]) for s in shards}
+    totals = {s["split"]: s["num_shards"] for s in shards}
+    return [(split, i, n) for split, n in sorted(totals.items()) for i in range(n)
+            if (split, i) not in have]
 
 
 def _write_metadata(out, spec, shards, args):
@@ -251,9 +272,27 @@ def _remove(path):
         log.warning("could not remove %s: %s", path, e)
 
 
+class _QuietBeam(logging.Filter):
+    """Keeps Beam's own chatter (worker start-up, optional-dependency notes) off screen."""
+
+    NOISE = ("apitools not found", "semi_persistent_directory", "Discarding unparseable args")
+
+    def filter(self, record):
+        if record.name.startswith("apache_beam") and record.levelno < logging.ERROR:
+            return False
+        return not any(n in record.getMessage() for n in self.NOISE)
+
+
+def setup_logging():
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           datefmt="%H:%M:%S"))
+    handler.addFilter(_QuietBeam())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
 def main():
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()
     sys.exit(run())
 
 

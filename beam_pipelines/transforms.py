@@ -1,6 +1,7 @@
 """Beam transforms that wire wavegen's per-song functions into a pipeline.
 
-    songs ──ProcessSongs──► examples ──WriteShards──► shard records
+    songs ──ProcessSongs──► example refs ──WriteShards──► shard records
+                  │  (examples spilled to one file per song)
                   └──────► song records (written / failed, with the reason)
 
 No audio logic lives here: decoding, chunking, splits and shard keys are wavegen
@@ -10,9 +11,11 @@ song that gives no chunks to the `songs` output with its reason (the dead letter
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 
@@ -36,18 +39,26 @@ def _local_path(uri: str) -> str | None:
 
 
 class ProcessSongs(beam.DoFn):
-    """SongRef -> (split, key, serialized example) per chunk; one record per song on SONGS.
+    """SongRef -> references to its serialized examples; one record per song on SONGS.
 
-    Streams each song (memory does not grow with its length). Every input leaves exactly
-    one record on the SONGS output: `written` with its chunk count, or `failed` with a
-    reason and detail. A failure never stops the pipeline.
+    Streams each song (memory does not grow with its length) and spills its serialized
+    examples to one file in `spill_dir`; what travels through the pipeline is only a
+    small reference per example, (split, key, (spill file, offset, length)), so the
+    shuffle that spreads examples over shards never holds audio in memory (a local
+    runner keeps shuffled data in RAM). A song's references are emitted only once all
+    of its examples are written: a song is written whole or dead-lettered.
+
+    Every input leaves exactly one record on the SONGS output: `written` with its chunk
+    count, or `failed` with a reason and detail. A failure never stops the pipeline.
     """
 
-    def __init__(self, spec: DatasetSpec, silence_db: float, total_songs: int = 0,
-                 log_every_s: float = 15.0):
+    def __init__(self, spec: DatasetSpec, silence_db: float, spill_dir: str,
+                 total_songs: int = 0, workers: int = 1, log_every_s: float = 15.0):
         self.spec = spec
         self.silence_db = silence_db
+        self.spill_dir = spill_dir
         self.total_songs = total_songs
+        self.workers = max(1, workers)
         self.log_every_s = log_every_s
         self.songs_in = Metrics.counter(self.__class__, "songs_in")
         self.songs_written = Metrics.counter(self.__class__, "songs_written")
@@ -68,11 +79,7 @@ class ProcessSongs(beam.DoFn):
         self.songs_in.inc()
         stats = preprocess.SongStats()
         try:
-            for index, bins in enumerate(self._chunks(song, stats)):
-                ex = {"audio": bins, "song_id": song.song_id, "chunk_index": index,
-                      "genre": song.genre}
-                yield (song.split, preprocess.example_key(song.song_id, index),
-                       self._features.serialize_example(ex))
+            refs = self._spill(song, stats)
         except preprocess.SongFailure as e:
             yield self._failed(song, e.reason, e.detail, stats)
         except OSError as e:
@@ -82,6 +89,7 @@ class ProcessSongs(beam.DoFn):
             last = traceback.format_exception_only(type(e), e)[-1].strip()
             yield self._failed(song, preprocess.INTERNAL_ERROR, f"{song.uri}: {last}", stats)
         else:
+            yield from refs
             self.songs_written.inc()
             self.chunks.inc(stats.chunks)
             if stats.truncated:
@@ -90,6 +98,25 @@ class ProcessSongs(beam.DoFn):
                 song, preprocess.WRITTEN, stats=stats, spec=self.spec)))
         self.song_ms.update(int((time.perf_counter() - t0) * 1000))
         self._progress()
+
+    def _spill(self, song: SongRef, stats: preprocess.SongStats) -> list:
+        """Writes the song's examples to its spill file; returns their references."""
+        from apache_beam.io.filesystems import FileSystems
+
+        chunks = self._chunks(song, stats)
+        first = next(chunks)  # raises SongFailure before anything is written
+        path = os.path.join(self.spill_dir, preprocess.spill_name(song.song_id))
+        refs, offset = [], 0
+        with FileSystems.create(path, compression_type="uncompressed") as f:
+            for index, bins in enumerate(itertools.chain([first], chunks)):
+                data = self._features.serialize_example({
+                    "audio": bins, "song_id": song.song_id, "chunk_index": index,
+                    "genre": song.genre})
+                f.write(data)
+                refs.append((song.split, preprocess.example_key(song.song_id, index),
+                             (path, offset, len(data))))
+                offset += len(data)
+        return refs
 
     def _chunks(self, song: SongRef, stats: preprocess.SongStats):
         path = _local_path(song.uri)
@@ -116,24 +143,47 @@ class ProcessSongs(beam.DoFn):
             return
         self._last_log = now
         rate = self._done / max(now - self._t0, 1e-9)
-        log.info("worker %d: %d songs done, %.2f songs/s (run has %d songs)",
-                 os.getpid(), self._done, rate, self.total_songs)
+        left = max(self.total_songs - self._done * self.workers, 0)
+        eta = left / max(rate * self.workers, 1e-9)
+        # stderr, not logging: local runners drop worker INFO logs, clusters keep stderr.
+        print(f"[wavegen] worker {os.getpid()}: {self._done} songs, {rate:.2f} songs/s, "
+              f"run of {self.total_songs} songs ~{eta:.0f} s left", file=sys.stderr,
+              flush=True)
 
 
 class _WriteShard(beam.DoFn):
-    """((split, shard), [(key, example)]) -> one TFRecord file, ordered by key."""
+    """((split, shard), [(key, (file, offset, length))]) -> one TFRecord file, by key.
 
-    def __init__(self, staging_dir: str):
-        self.staging_dir = staging_dir
+    Reads each spill file once, in offset order; holds one shard in memory (bounded by
+    the shard size, not by any song's length).
+    """
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
         self.shards = Metrics.counter(self.__class__, "shards_written")
         self.bytes = Metrics.counter(self.__class__, "bytes_written")
 
     def process(self, element, num_shards):
-        (split, shard), examples = element
-        ordered = sorted(examples, key=lambda kv: kv[0])
+        from apache_beam.io.filesystems import FileSystems
+
+        (split, shard), refs = element
+        by_file: dict[str, list] = {}
+        for key, (path, offset, length) in refs:
+            by_file.setdefault(path, []).append((offset, length, key))
+        records = []
+        for path, items in sorted(by_file.items()):
+            with FileSystems.open(path, compression_type="uncompressed") as f:
+                for offset, length, key in sorted(items):
+                    f.seek(offset)
+                    data = f.read(length)
+                    if len(data) != length:
+                        raise IOError(f"{path}: short read at {offset} ({len(data)} of "
+                                      f"{length} bytes)")
+                    records.append((key, data))
+        records.sort(key=lambda kv: kv[0])
         name = shard_filename(split, shard, num_shards[split])
-        n, size = tfrecord.write_records(os.path.join(self.staging_dir, name),
-                                         (ex for _, ex in ordered))
+        n, size = tfrecord.write_records(os.path.join(self.out_dir, name),
+                                         (data for _, data in records))
         self.shards.inc()
         self.bytes.inc(size)
         yield json.dumps({"split": split, "shard": shard, "num_shards": num_shards[split],
@@ -146,52 +196,58 @@ def shard_filename(split: str, shard: int, num_shards: int) -> str:
 
 
 class WriteShards(beam.PTransform):
-    """(split, key, example) -> TFRecord shards in `staging_dir`; yields shard records.
+    """(split, key, (file, offset, length)) -> TFRecord shards in `out_dir`.
 
-    Examples are spread over a split's shards by a hash of their identity and ordered in
-    each shard by the same hash: a deterministic global shuffle, so neighbours in a shard
-    come from different songs and the same inputs give the same files.
+    Yields one JSON record per shard written. Examples are spread over a split's shards
+    by a hash of their identity and ordered inside each shard by the same hash: a
+    deterministic global shuffle, so neighbours in a shard come from different songs and
+    the same inputs give the same files. A shard no example hashed to is not written
+    (the caller completes the set).
     """
 
-    def __init__(self, staging_dir: str, example_bytes: int, num_shards: int = 0):
+    def __init__(self, out_dir: str, example_bytes: int, num_shards: int = 0):
         super().__init__()
-        self.staging_dir = staging_dir
+        self.out_dir = out_dir
         self.example_bytes = example_bytes
         self.num_shards = num_shards
 
-    def expand(self, examples):
-        counts = (examples
-                  | "SplitOf" >> beam.Map(lambda e: e[0])
+    def expand(self, refs):
+        counts = (refs
+                  | "SplitOf" >> beam.Map(lambda r: r[0])
                   | "CountPerSplit" >> beam.combiners.Count.PerElement())
         shards_per_split = counts | "ShardsPerSplit" >> beam.MapTuple(
             lambda split, n: (split, preprocess.num_shards_for(
                 n, self.example_bytes, self.num_shards)))
         side = beam.pvalue.AsDict(shards_per_split)
-        return (examples
+        return (refs
                 | "AssignShard" >> beam.Map(
-                    lambda e, shards: ((e[0], e[1] % shards[e[0]]), (e[1], e[2])), side)
+                    lambda r, shards: ((r[0], r[1] % shards[r[0]]), (r[1], r[2])), side)
                 | "GroupByShard" >> beam.GroupByKey()
-                | "WriteShard" >> beam.ParDo(_WriteShard(self.staging_dir), side))
+                | "WriteShard" >> beam.ParDo(_WriteShard(self.out_dir), side))
 
 
 class Preprocess(beam.PTransform):
-    """SongRefs -> shards in `staging_dir`; returns {'shards': records, 'songs': records}."""
+    """SongRefs -> shards in `staging_dir`; returns {'shards': records, 'songs': records}.
+
+    Spilled examples go to `staging_dir/spill/`, which the caller removes at the end.
+    """
 
     def __init__(self, spec: DatasetSpec, staging_dir: str, silence_db: float = -60.0,
-                 num_shards: int = 0, total_songs: int = 0):
+                 num_shards: int = 0, total_songs: int = 0, workers: int = 1):
         super().__init__()
         self.spec = spec
         self.staging_dir = staging_dir
         self.silence_db = silence_db
         self.num_shards = num_shards
         self.total_songs = total_songs
+        self.workers = workers
 
     def expand(self, songs):
         out = (songs
                | "Spread" >> beam.Reshuffle()
-               | "ProcessSongs" >> beam.ParDo(
-                   ProcessSongs(self.spec, self.silence_db, self.total_songs)
-               ).with_outputs(SONGS, main="examples"))
+               | "ProcessSongs" >> beam.ParDo(ProcessSongs(
+                   self.spec, self.silence_db, os.path.join(self.staging_dir, "spill"),
+                   self.total_songs, self.workers)).with_outputs(SONGS, main="examples"))
         example_bytes = self.spec.chunk_samples * self.spec.dtype.itemsize + 64
         shards = out.examples | "WriteShards" >> WriteShards(
             self.staging_dir, example_bytes, self.num_shards)

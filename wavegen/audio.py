@@ -151,8 +151,8 @@ def mulaw_decode(q: np.ndarray, bits: int) -> np.ndarray:
     """Inverse of mulaw_encode: classes back to float32 audio in [-1, 1]."""
     mu = num_classes(bits) - 1
     y = np.asarray(q, np.float32) * (2.0 / mu) - 1.0
-    return (np.sign(y) * np.expm1(np.abs(y) * np.float32(math.log1p(mu))) / mu).astype(
-        np.float32)
+    x = np.sign(y) * np.expm1(np.abs(y) * np.float32(math.log1p(mu))) / mu
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
 def linear_encode(x: np.ndarray, bits: int) -> np.ndarray:

@@ -167,9 +167,17 @@ def assign_split(song_id: str, splits: Sequence[tuple[str, float]]) -> str:
 
 
 def example_key(song_id: str, chunk_index: int) -> int:
-    """A 64-bit hash of an example's identity: picks its shard and its place in it."""
+    """A 63-bit hash of an example's identity: picks its shard and its place in it.
+
+    (63 bits: Beam's integer coder takes signed 64-bit values.)
+    """
     digest = hashlib.blake2b(f"{song_id}#{chunk_index}".encode("utf-8"), digest_size=8)
-    return int.from_bytes(digest.digest(), "big")
+    return int.from_bytes(digest.digest(), "big") >> 1
+
+
+def spill_name(song_id: str) -> str:
+    """A flat, safe file name for a song's spilled examples (never the id itself)."""
+    return hashlib.sha1(song_id.encode("utf-8")).hexdigest() + ".examples"
 
 
 def num_shards_for(num_examples: int, example_bytes: int, requested: int = 0,
