@@ -3,10 +3,13 @@
     .venv/bin/python -m beam_pipelines.preprocess --input=PATH_OR_GLOB [--input=...] \\
         --output_dir=DIR [--sample_rate=16000] [--quantization=mulaw|linear] [--bits=8] \\
         [--chunk_seconds=1.0] [--context_samples=4096] \\
-        [--split=train:0.9,validation:0.05,test:0.05] [--genre_from=folder|none] \\
-        [--num_shards=N] [beam options, e.g. --runner=... --direct_num_workers=2]
+        [--split=train:0.9,validation:0.05,test:0.05] [--genre_from=folder|none|fma] \\
+        [--split_from=hash|fma] [--metadata=tracks.csv|fma_metadata.zip] \\
+        [--max_song_bytes=5e9] [--num_shards=N] \\
+        [beam options, e.g. --runner=... --direct_num_workers=2]
 
-Our flags are parsed with argparse; everything else is a Beam PipelineOptions flag. With
+Inputs are audio files, folders, globs, zip archives (FMA's fma_*.zip) and URL lists
+(*.urls), mixed freely. Our flags are parsed with argparse; everything else is a Beam PipelineOptions flag. With
 no --runner, the pipeline runs locally on the FnApiRunner with one worker process per
 core (no network needed). DIR ends up a TFDS dataset directory:
 `tfds.builder_from_directory(DIR)`, with `metadata.json` holding the audio facts,
@@ -28,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines.transforms import Preprocess, shard_filename
-from wavegen import preprocess, sources, tfrecord
+from wavegen import fetch, fma, preprocess, sources, tfrecord
 from wavegen.dataset import DATASET_NAME, FILENAME_TEMPLATE, DatasetSpec, features, genre_names
 
 log = logging.getLogger("wavegen.pipeline")
@@ -57,7 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train:0.9,validation:0.05,test:0.05",
                    help="NAME:FRACTION,...; songs are assigned by a stable hash of their id")
     p.add_argument("--genre_from", choices=sources.GENRE_FROM, default="none",
-                   help="folder: a song's genre is its parent folder's name")
+                   help="folder: a song's genre is its parent folder's name; fma: the "
+                        "track's top genre in --metadata")
+    p.add_argument("--split_from", choices=sources.SPLIT_FROM, default="hash",
+                   help="hash: by a stable hash of the song id and --split; fma: FMA's own "
+                        "training/validation/test split from --metadata")
+    p.add_argument("--metadata", help="FMA tracks.csv, or fma_metadata.zip holding it")
+    p.add_argument("--max_song_bytes", type=int, default=5 * 10**9,
+                   help="songs (files, archive members, downloads) above this are rejected")
+    p.add_argument("--fetch_timeout", type=float, default=30.0,
+                   help="seconds to wait for a URL's connection and each read")
+    p.add_argument("--fetch_attempts", type=int, default=4,
+                   help="attempts per URL (timeouts, resets and 5xx are retried)")
+    p.add_argument("--fetch_backoff", type=float, default=1.0,
+                   help="seconds before the first retry; doubles with each retry")
     p.add_argument("--num_shards", type=int, default=0,
                    help="shards per split (default: about 128 MiB per shard)")
     p.add_argument("--silence_db", type=float, default=-60.0,
@@ -99,11 +115,22 @@ def run(argv: list[str] | None = None) -> int:
     try:
         splits = preprocess.parse_splits(args.split)
         songs = sources.discover(args.input, args.genre_from)
+        songs = [s.with_(split=preprocess.assign_split(s.song_id, splits)) for s in songs]
+        report = None
+        if args.metadata:
+            meta = fma.load_metadata(args.metadata)
+            songs, report = sources.apply_metadata(songs, meta, args.genre_from,
+                                                   args.split_from)
+        elif "fma" in (args.genre_from, args.split_from):
+            raise ValueError("--genre_from=fma and --split_from=fma need --metadata "
+                             "(FMA's tracks.csv or fma_metadata.zip)")
         spec = make_spec(args, [s.genre for s in songs])
-    except ValueError as e:  # SourceError, bad --split, bad audio settings
+    except (ValueError, OSError) as e:  # bad inputs, --split, metadata or audio settings
         log.error("%s", e)
         return 2
-    songs = [s.with_(split=preprocess.assign_split(s.song_id, splits)) for s in songs]
+    fetch_cfg = fetch.FetchConfig(timeout_s=args.fetch_timeout,
+                                  max_attempts=args.fetch_attempts,
+                                  backoff_s=args.fetch_backoff, max_bytes=args.max_song_bytes)
     out = args.output_dir.rstrip("/")
     if FileSystems.exists(os.path.join(out, INFO_FILE)) and not args.overwrite:
         log.error("%s already holds a dataset; pass --overwrite to replace it", out)
@@ -118,11 +145,11 @@ def run(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, songs, spec, staging, args)
+        build(pipeline, songs, spec, staging, args, fetch_cfg)
         state = pipeline.run()
         state.wait_until_finish()
         _log_metrics(state)
-        summary = finalize(out, staging, spec, songs, args, time.time() - t0)
+        summary = finalize(out, staging, spec, songs, args, time.time() - t0, report)
     finally:
         _remove(staging)
     print(format_summary(summary, out))
@@ -133,11 +160,11 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def build(pipeline, songs, spec, staging, args):
+def build(pipeline, songs, spec, staging, args, fetch_cfg):
     outputs = (pipeline
                | "Songs" >> beam.Create(songs)
                | "Preprocess" >> Preprocess(spec, staging, args.silence_db, args.num_shards,
-                                            total_songs=len(songs),
+                                            fetch_cfg, total_songs=len(songs),
                                             workers=_num_workers(pipeline.options)))
     outputs["shards"] | "WriteShardIndex" >> beam.io.WriteToText(
         os.path.join(staging, "shards"), file_name_suffix=".jsonl", shard_name_template="")
@@ -153,7 +180,7 @@ def _num_workers(options) -> int:
     return n if n and n > 0 else (os.cpu_count() or 1)
 
 
-def finalize(out, staging, spec, songs, args, seconds) -> dict:
+def finalize(out, staging, spec, songs, args, seconds, report=None) -> dict:
     """Moves shards into place and writes the metadata, dataset_info.json last.
 
     Checks first that every input song has its record: nothing is lost silently.
@@ -168,6 +195,8 @@ def finalize(out, staging, spec, songs, args, seconds) -> dict:
     summary = preprocess.summarize(records)
     summary["seconds_elapsed"] = round(seconds, 1)
     summary["songs_per_s"] = round(len(songs) / max(seconds, 1e-9), 2)
+    if report is not None:
+        summary["metadata"] = report.to_summary()
     # Replace an old dataset: its dataset_info.json goes first, so a crash in between
     # leaves a directory that does not look complete.
     _remove(os.path.join(out, INFO_FILE))
@@ -232,6 +261,16 @@ def format_summary(summary: dict, out: str) -> str:
                      f"{s['seconds']:.1f} s of targets")
     for reason, n in summary["failures"].items():
         lines.append(f"  failed ({reason}): {n}")
+    if "metadata" in summary:
+        m = summary["metadata"]
+        lines.append(f"  metadata: {m['tracks_in_metadata']} tracks; "
+                     f"{m['songs_with_metadata']} songs found in it")
+        for key, label in (("songs_without_metadata", "songs absent from the metadata"),
+                           ("tracks_missing_from_inputs", "tracks of the subset absent "
+                                                          "from the inputs")):
+            if m[key]["count"]:
+                lines.append(f"  {label}: {m[key]['count']}, e.g. "
+                             f"{', '.join(map(str, m[key]['examples']))}")
     if summary["songs_failed"]:
         lines.append(f"  details: {os.path.join(out, 'failed.jsonl')}")
     return "\n".join(lines)

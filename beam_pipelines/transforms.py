@@ -18,24 +18,17 @@ import os
 import sys
 import time
 import traceback
+import zipfile
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from wavegen import preprocess, tfrecord
+from wavegen import fetch, preprocess, sources, tfrecord
 from wavegen.dataset import FILENAME_TEMPLATE, DATASET_NAME, DatasetSpec
 from wavegen.sources import SongRef
 
 SONGS = "songs"  # tag of the per-song accounting output
 log = logging.getLogger("wavegen.pipeline")
-
-
-def _local_path(uri: str) -> str | None:
-    if "://" not in uri:
-        return uri
-    if uri.startswith("file://"):
-        return uri[len("file://"):]
-    return None
 
 
 class ProcessSongs(beam.DoFn):
@@ -53,10 +46,12 @@ class ProcessSongs(beam.DoFn):
     """
 
     def __init__(self, spec: DatasetSpec, silence_db: float, spill_dir: str,
-                 total_songs: int = 0, workers: int = 1, log_every_s: float = 15.0):
+                 fetch_cfg: fetch.FetchConfig = fetch.FetchConfig(), total_songs: int = 0,
+                 workers: int = 1, log_every_s: float = 15.0):
         self.spec = spec
         self.silence_db = silence_db
         self.spill_dir = spill_dir
+        self.fetch_cfg = fetch_cfg
         self.total_songs = total_songs
         self.workers = max(1, workers)
         self.log_every_s = log_every_s
@@ -71,23 +66,36 @@ class ProcessSongs(beam.DoFn):
         from wavegen.dataset import features
 
         self._features = features(self.spec)
+        self._archives = sources.ArchiveCache()
         self._done = 0
         self._t0 = self._last_log = time.monotonic()
+
+    def teardown(self):
+        self._archives.close()
 
     def process(self, song: SongRef):
         t0 = time.perf_counter()
         self.songs_in.inc()
         stats = preprocess.SongStats()
         try:
+            if song.reject:
+                reason, _, detail = song.reject.partition(": ")
+                raise preprocess.SongFailure(reason, detail)
             refs = self._spill(song, stats)
         except preprocess.SongFailure as e:
             yield self._failed(song, e.reason, e.detail, stats)
-        except OSError as e:
-            yield self._failed(song, preprocess.UNREADABLE, f"{song.uri}: {e}", stats)
+        except sources.SongTooLarge as e:
+            yield self._failed(song, preprocess.TOO_LARGE, str(e), stats)
+        except fetch.FetchError as e:
+            yield self._failed(song, e.reason, e.detail, stats, extra={
+                "url": e.url, "http_status": e.status, "attempts": e.attempts})
+        except (OSError, zipfile.BadZipFile) as e:
+            yield self._failed(song, preprocess.UNREADABLE, f"{song.where}: {e}", stats)
         except Exception as e:  # a bug must not lose the song: dead-letter it, loudly
-            log.exception("internal error on %s", song.uri)
+            log.exception("internal error on %s", song.where)
             last = traceback.format_exception_only(type(e), e)[-1].strip()
-            yield self._failed(song, preprocess.INTERNAL_ERROR, f"{song.uri}: {last}", stats)
+            yield self._failed(song, preprocess.INTERNAL_ERROR, f"{song.where}: {last}",
+                               stats)
         else:
             yield from refs
             self.songs_written.inc()
@@ -119,22 +127,16 @@ class ProcessSongs(beam.DoFn):
         return refs
 
     def _chunks(self, song: SongRef, stats: preprocess.SongStats):
-        path = _local_path(song.uri)
-        if path is not None:
-            yield from preprocess.song_chunks(path, song.uri, self.spec, stats,
+        with sources.open_song(song, self._archives, self.fetch_cfg) as source:
+            yield from preprocess.song_chunks(source, song.where, self.spec, stats,
                                               self.silence_db)
-            return
-        from apache_beam.io.filesystems import FileSystems
 
-        with FileSystems.open(song.uri, compression_type="uncompressed") as f:
-            yield from preprocess.song_chunks(f, song.uri, self.spec, stats, self.silence_db)
-
-    def _failed(self, song, reason, detail, stats):
+    def _failed(self, song, reason, detail, stats, extra=None):
         self.songs_failed.inc()
         Metrics.counter(self.__class__, f"failed_{reason}").inc()
         return beam.pvalue.TaggedOutput(SONGS, json.dumps(preprocess.song_record(
             song, preprocess.FAILED, reason=reason, detail=detail, stats=stats,
-            spec=self.spec)))
+            spec=self.spec, extra=extra)))
 
     def _progress(self):
         self._done += 1
@@ -233,9 +235,11 @@ class Preprocess(beam.PTransform):
     """
 
     def __init__(self, spec: DatasetSpec, staging_dir: str, silence_db: float = -60.0,
-                 num_shards: int = 0, total_songs: int = 0, workers: int = 1):
+                 num_shards: int = 0, fetch_cfg: fetch.FetchConfig = fetch.FetchConfig(),
+                 total_songs: int = 0, workers: int = 1):
         super().__init__()
         self.spec = spec
+        self.fetch_cfg = fetch_cfg
         self.staging_dir = staging_dir
         self.silence_db = silence_db
         self.num_shards = num_shards
@@ -247,7 +251,8 @@ class Preprocess(beam.PTransform):
                | "Spread" >> beam.Reshuffle()
                | "ProcessSongs" >> beam.ParDo(ProcessSongs(
                    self.spec, self.silence_db, os.path.join(self.staging_dir, "spill"),
-                   self.total_songs, self.workers)).with_outputs(SONGS, main="examples"))
+                   self.fetch_cfg, self.total_songs, self.workers)
+               ).with_outputs(SONGS, main="examples"))
         example_bytes = self.spec.chunk_samples * self.spec.dtype.itemsize + 64
         shards = out.examples | "WriteShards" >> WriteShards(
             self.staging_dir, example_bytes, self.num_shards)

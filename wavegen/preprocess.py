@@ -22,6 +22,8 @@ NO_AUDIO = "no_audio"  # opened, but decoded zero frames (empty or truncated str
 SILENT = "silent"  # peak below the silence threshold over the whole song
 TOO_SHORT = "too_short"  # fewer samples than one chunk
 UNREADABLE = "unreadable"  # the file could not be read (I/O error)
+TOO_LARGE = "too_large"  # over --max_song_bytes
+NO_METADATA = "no_metadata"  # --split_from=fma, and the metadata has no split for it
 INTERNAL_ERROR = "internal_error"  # a bug: the traceback's last line is in the detail
 
 
@@ -197,11 +199,12 @@ WRITTEN, FAILED = "written", "failed"
 
 
 def song_record(song, status: str, *, reason: str = "", detail: str = "",
-                stats: SongStats | None = None, spec: DatasetSpec | None = None) -> dict:
+                stats: SongStats | None = None, spec: DatasetSpec | None = None,
+                extra: dict | None = None) -> dict:
     """The one line every input song gets in songs.jsonl (and failed.jsonl if failed)."""
     stats = stats or SongStats()
     rec = {
-        "song_id": song.song_id, "path": song.uri, "input": song.input,
+        "song_id": song.song_id, "path": song.where, "input": song.input,
         "split": song.split, "genre": song.genre, "status": status,
         "chunks": stats.chunks,
         "seconds": round(stats.seconds_in, 3),
@@ -212,6 +215,7 @@ def song_record(song, status: str, *, reason: str = "", detail: str = "",
         rec["reason"], rec["detail"] = reason, detail
     if stats.truncated:
         rec["truncated"] = stats.truncated
+    rec.update(extra or {})
     return rec
 
 

@@ -8,18 +8,26 @@
    resample + quantize of the same songs in one plain Python loop, in this process.
 2. Memory: peak RSS of the whole process tree (launcher + workers) for one 1-hour
    44.1 kHz stereo WAV (635 MB of PCM) against one 30 s clip.
+3. Sources: songs/s for the same 200 songs as files in a folder, as members of an
+   FMA-shaped zip archive (1 and 2 workers), and as a URL list served over loopback HTTP
+   (1 and 2 workers); the zip/folder ratio of marginal cost per song (40 vs 200 songs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import zipfile
 
 import numpy as np
 import soundfile as sf
@@ -30,18 +38,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def music(seconds: float, sr: int, seed: int) -> np.ndarray:
-    """A stereo test signal with notes and noise (mp3 encodes it like music)."""
-    try:
-        from wavegen import synth
+    """Stereo music from wavegen's synthesizer (styles in turn), so mp3 encodes it as such."""
+    from wavegen import synth
 
-        return synth.render_song(synth.STYLES[seed % len(synth.STYLES)], seconds, sr, seed)
-    except ImportError:
-        rng = np.random.default_rng(seed)
-        t = np.arange(int(seconds * sr)) / sr
-        f = 110 * 2 ** (rng.integers(0, 24, size=int(seconds * 4)) / 12)
-        x = 0.3 * np.sin(2 * np.pi * np.repeat(f, sr // 4)[:len(t)] * t)
-        x += 0.02 * rng.standard_normal(len(t))
-        return np.stack([x, np.roll(x, 100)], 1).astype(np.float32)
+    styles = sorted(synth.STYLES)
+    return synth.render_song(styles[seed % len(styles)], seconds, sr, seed)
 
 
 def make_mp3s(folder: str, n: int, distinct: int = 10, seconds: float = 30.0) -> list[str]:
@@ -143,6 +144,68 @@ def bench_memory(work: str, hours: float) -> dict:
             "rss_growth_mb": round(rss_long - rss_clip), "long_wall_s": round(wall, 1)}
 
 
+def make_fma_zip(path: str, mp3s: list[str]) -> str:
+    """An FMA-shaped archive of the mp3s: fma_small/ddd/dddddd.mp3, deflated."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("fma_small/README.txt", "benchmark archive\n")
+        for i, p in enumerate(mp3s):
+            tid = f"{i + 2:06d}"
+            zf.write(p, f"fma_small/{tid[:3]}/{tid}.mp3")
+    return path
+
+
+@contextlib.contextmanager
+def http_server(folder: str):
+    handler = functools.partial(_QuietHandler, directory=folder)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def bench_sources(work: str, n_small: int, n_large: int) -> dict:
+    mp3s = make_mp3s(os.path.join(work, "mp3"), n_large)
+    layouts = {}
+    for n in (n_small, n_large):
+        folder = os.path.join(work, f"folder{n}")
+        os.makedirs(folder, exist_ok=True)
+        for p in mp3s[:n]:
+            os.link(p, os.path.join(folder, os.path.basename(p)))
+        archive = make_fma_zip(os.path.join(work, f"fma_small_{n}.zip"), mp3s[:n])
+        layouts[n] = (folder, archive)
+    res = {}
+    with http_server(os.path.join(work, "mp3")) as base:
+        for n in (n_small, n_large):
+            urls = os.path.join(work, f"songs{n}.urls")
+            with open(urls, "w") as f:
+                f.writelines(f"{base}/{os.path.basename(p)}\n" for p in mp3s[:n])
+            folder, archive = layouts[n]
+            for name, inp, workers in (("folder", folder, 1), ("zip", archive, 1),
+                                       ("zip", archive, 2), ("http", urls, 1),
+                                       ("http", urls, 2)):
+                wall, _ = run_pipeline([inp], os.path.join(work, "out_src"), workers)
+                res.setdefault(f"{name}_{workers}w", {})[n] = wall
+    table = {}
+    for key, walls in res.items():
+        table[key] = {"songs_per_s": round(n_large / walls[n_large], 2),
+                      "wall_s": round(walls[n_large], 2),
+                      "marginal_ms_per_song": round(
+                          1000 * (walls[n_large] - walls[n_small]) / (n_large - n_small), 1)}
+    table["zip_over_folder"] = round(table["zip_1w"]["marginal_ms_per_song"]
+                                     / table["folder_1w"]["marginal_ms_per_song"], 2)
+    table["songs"] = n_large
+    return table
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer songs, a shorter long file")
@@ -153,7 +216,8 @@ def main(argv=None):
     try:
         n_small, n_large, hours = (10, 40, 0.1) if args.quick else (50, 250, 1.0)
         res = {"cost": bench_cost(work, n_small, n_large),
-               "memory": bench_memory(work, hours)}
+               "memory": bench_memory(work, hours),
+               "sources": bench_sources(work, *((10, 40) if args.quick else (40, 200)))}
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -164,6 +228,12 @@ def main(argv=None):
     print(f"memory: peak RSS {m['peak_rss_long_mb']} MB for {m['long_hours']} h "
           f"({m['long_pcm_mb']} MB PCM) vs {m['peak_rss_clip_mb']} MB for a 30 s clip: "
           f"+{m['rss_growth_mb']} MB")
+    src = res["sources"]
+    for key in ("folder_1w", "zip_1w", "zip_2w", "http_1w", "http_2w"):
+        r = src[key]
+        print(f"sources, {src['songs']} songs, {key}: {r['songs_per_s']:.1f} songs/s "
+              f"({r['wall_s']:.1f} s wall, {r['marginal_ms_per_song']:.1f} ms/song marginal)")
+    print(f"zip / folder marginal cost: {src['zip_over_folder']:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
