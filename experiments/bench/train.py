@@ -1,0 +1,181 @@
+"""Benchmark of WaveNet training throughput against the machine's matmul peak.
+
+    .venv/bin/python -m experiments.bench.train [--quick] [--json PATH]
+        [--presets small,medium] [--dtype float32|bfloat16] [--per_device_batch 8]
+        [--targets 8000] [--steps N] [--no-hugepages]
+
+1. Peak: the best matmul rate of this backend in the training dtype (square jnp matmuls,
+   2048 and 4096; 2*n^3 FLOPs each), in the same process, so training figures compare
+   with the machine as it is during the run.
+2. Training: the real data-parallel step (`wavegen.train.make_p_train_step`: pmap over all
+   local devices, AdamW with warmup/cosine schedule, global-norm clipping) on random bins,
+   per device `per_device_batch` windows of receptive_field - 1 + targets input samples.
+   Samples/s counts scored targets across the global batch (devices x per_device_batch x
+   targets) per second of step time; compile time and the first (warm-up) step are
+   excluded; "best" is the fastest timed step and "typical" the median. Positions/s
+   counts every input position the network runs over (targets + each window's
+   receptive_field - 1 of context), the figure comparable with an implementation that
+   pads causally and scores every position of an 8,000-sample crop.
+3. FLOPs: model FLOPs per target sample, from the matmul shapes
+   (`wavegen.model.flops_per_sample`):
+       forward  = 2 * [layers * (K*R*G + G/2*(R+S)) - G/2*R + S*S + S*C]
+       training = 3 * forward   (backward = 2 x forward)
+   The left context each window carries (receptive_field - 1 samples, computed but not
+   scored) and elementwise work are not counted, so the fraction of peak is a lower bound
+   of the hardware's utilization (MFU-style).
+
+By default the benchmark re-executes itself with glibc's transparent-huge-page malloc
+(`wavegen.train.reexec_with_hugepage_malloc`), as a training entry point should; pass
+--no-hugepages to measure the plain allocator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.bench.train",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer steps, small only")
+    p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--presets", default="", help="comma-separated (default: small,medium)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--per_device_batch", type=int, default=8)
+    p.add_argument("--targets", type=int, default=8000)
+    p.add_argument("--steps", type=int, default=0, help="timed steps (default by preset)")
+    p.add_argument("--no-hugepages", action="store_true",
+                   help="keep glibc's default malloc (4 KiB pages)")
+    return p.parse_args(argv)
+
+
+def matmul_peak(dtype: str = "float32", sizes=(2048, 4096), repeats=6) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    best = {}
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.dtype(dtype))
+        f = jax.jit(lambda x, y: x @ y)
+        f(a, b).block_until_ready()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f(a, b).block_until_ready()
+            times.append(time.perf_counter() - t0)
+        best[n] = 2 * n ** 3 / min(times) / 1e9
+    return {"dtype": dtype, "gflops": max(best.values()),
+            "by_size": {str(k): v for k, v in best.items()}}
+
+
+def train_throughput(preset: str, *, dtype: str, per_device_batch: int, targets: int,
+                     steps: int) -> dict:
+    import jax
+    import numpy as np
+
+    from wavegen import model as wm
+    from wavegen import train as wt
+
+    cfg = wm.preset(preset, num_classes=256, num_genres=0, dtype=dtype)
+    rf = wm.receptive_field(cfg)
+    optim = wt.OptimConfig(learning_rate=1e-4, warmup_steps=10, total_steps=10_000)
+    graphdef, state = wt.create_train_state(cfg, optim, seed=0)
+    p_step = wt.make_p_train_step(graphdef, optim)
+    state = wt.replicate(state)
+    devices = jax.local_device_count()
+    rng = np.random.default_rng(0)
+    batch = {"audio": rng.integers(0, 256, (devices, per_device_batch, rf + targets),
+                                   dtype=np.int32),
+             "genre": np.zeros((devices, per_device_batch), np.int32)}
+    batch = jax.device_put(batch, jax.tree.leaves(state)[0].sharding)
+    t0 = time.perf_counter()
+    state, metrics = p_step(state, batch)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t0
+    state, metrics = p_step(state, batch)  # one more warm-up step (allocator, caches)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = p_step(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+    loss = float(metrics["loss_bits"][0])
+    if not np.isfinite(loss):
+        raise RuntimeError(f"{preset}: non-finite loss {loss}")
+    samples = devices * per_device_batch * targets
+    positions = devices * per_device_batch * (rf - 1 + targets)
+    flops = wm.flops_per_sample(cfg, training=True)
+    best, typical = samples / min(times), samples / statistics.median(times)
+    return {
+        "preset": preset, "dtype": dtype, "devices": devices,
+        "per_device_batch": per_device_batch, "targets": targets, "receptive_field": rf,
+        "window": rf + targets, "compile_plus_first_step_s": round(compile_s, 2),
+        "step_s": [round(t, 4) for t in times],
+        "samples_per_s_best": best, "samples_per_s_typical": typical,
+        # Input positions the network runs over (scored targets + each window's context):
+        # the figure to set beside an implementation that pads and scores every position.
+        "positions_per_s_best": positions / min(times),
+        "flops_per_sample": flops,
+        "gflops_best": best * flops / 1e9, "gflops_typical": typical * flops / 1e9,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.no_hugepages:
+        from wavegen.train import reexec_with_hugepage_malloc
+
+        reexec_with_hugepage_malloc()
+    import jax
+
+    presets = [p for p in (args.presets or ("small" if args.quick else "small,medium"))
+               .split(",") if p]
+    default_steps = {"tiny": 20, "small": 8, "medium": 5, "large": 3}
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}: "
+          f"{jax.local_device_count()} device(s), {os.cpu_count()} CPU cores, "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
+    peak = matmul_peak(args.dtype)
+    print(f"{args.dtype} matmul peak: {peak['gflops']:.0f} GFLOP/s "
+          f"({', '.join(f'{n}: {g:.0f}' for n, g in peak['by_size'].items())})", flush=True)
+    rows = []
+    for name in presets:
+        steps = args.steps or (3 if args.quick else default_steps.get(name, 5))
+        r = train_throughput(name, dtype=args.dtype, per_device_batch=args.per_device_batch,
+                             targets=args.targets, steps=steps)
+        r["fraction_of_peak_best"] = r["gflops_best"] / peak["gflops"]
+        r["fraction_of_peak_typical"] = r["gflops_typical"] / peak["gflops"]
+        rows.append(r)
+        print(f"  {name}: step times {r['step_s']}", flush=True)
+    header = (f"{'preset':<8} {'dtype':<9} {'batch':>11} {'samples/s best':>15} "
+              f"{'typical':>9} {'positions/s':>12} {'MFLOP/sample':>13} {'GFLOP/s':>8} "
+              f"{'of peak':>8}")
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in rows:
+        batch = f"{r['devices'] * r['per_device_batch']}x{r['targets']}"
+        print(f"{r['preset']:<8} {r['dtype']:<9} {batch:>11} {r['samples_per_s_best']:>15,.0f} "
+              f"{r['samples_per_s_typical']:>9,.0f} {r['positions_per_s_best']:>12,.0f} "
+              f"{r['flops_per_sample'] / 1e6:>13.2f} "
+              f"{r['gflops_best']:>8.0f} {r['fraction_of_peak_best']:>8.1%}")
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "backend": jax.devices()[0].platform,
+                          "device": str(jax.devices()[0].device_kind),
+                          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},
+              "jax": jax.__version__, "matmul_peak": peak, "train": rows}
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The WaveNet: causality, receptive field, step-wise equivalence, heads, conditioning."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wavegen import losses
+from wavegen import model as wm
+from wavegen.dataset import DatasetSpec
+
+
+def tiny(**kw) -> wm.ModelConfig:
+    return wm.preset("tiny", **{"num_classes": 256, "num_genres": 0, **kw})
+
+
+# --------------------------------------------------------------------------------------
+# Configuration
+
+
+def test_receptive_field_of_presets():
+    assert wm.receptive_field(wm.PRESETS["small"]) == 2047
+    assert wm.receptive_field(wm.PRESETS["medium"]) == 3070
+    assert wm.receptive_field_ms(wm.PRESETS["large"], 16000) >= 1000.0
+    assert wm.receptive_field_ms(wm.PRESETS["small"], 16000) == pytest.approx(127.9375)
+    # (K-1) * sum of dilations + 1, for kernel 3: 2 stacks of 1+2+4+8
+    assert wm.receptive_field(tiny(kernel_size=3)) == 2 * 2 * 15 + 1
+    assert wm.PRESETS["small"].num_layers == 20 and wm.PRESETS["medium"].num_layers == 30
+
+
+def test_config_refuses_bad_values():
+    with pytest.raises(ValueError, match="gate_channels must be even"):
+        wm.ModelConfig(gate_channels=63)
+    with pytest.raises(ValueError, match="head must be one of"):
+        wm.ModelConfig(head="wavelet")
+    with pytest.raises(ValueError, match="kernel_size"):
+        wm.ModelConfig(kernel_size=1)
+    with pytest.raises(ValueError, match="dtype"):
+        wm.ModelConfig(dtype="float16")
+    with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+        wm.preset("huge")
+    with pytest.raises(ValueError, match="for_dataset"):
+        wm.create_model(wm.preset("tiny"))
+
+
+def test_for_dataset_fills_and_refuses_mismatches():
+    spec = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=5000,
+                       context_samples=1000, genres=("jazz", "rock", "unknown"))
+    cfg = wm.for_dataset(wm.preset("tiny"), spec)
+    assert (cfg.num_classes, cfg.num_genres) == (256, 3)
+    assert wm.for_dataset(wm.preset("tiny", num_genres=0), spec).num_genres == 0
+    with pytest.raises(ValueError, match=r"num_classes=1024 .* 256 classes"):
+        wm.for_dataset(wm.preset("tiny", num_classes=1024), spec)
+    with pytest.raises(ValueError, match=r"num_genres=5 .* 3 genres"):
+        wm.for_dataset(wm.preset("tiny", num_genres=5), spec)
+
+
+def test_flops_per_sample_counts_the_matmuls():
+    cfg = wm.preset("small", num_classes=256)
+    per_layer = 2 * 64 * 128 + 64 * (64 + 64)  # conv taps + residual/skip 1x1s
+    forward = 2 * (20 * per_layer - 64 * 64 + 64 * 64 + 64 * 256)
+    assert wm.flops_per_sample(cfg, training=False) == forward
+    assert wm.flops_per_sample(cfg) == 3 * forward
+
+
+# --------------------------------------------------------------------------------------
+# Causality and receptive field
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_output_depends_exactly_on_the_receptive_field(kernel_size):
+    cfg = tiny(kernel_size=kernel_size, stacks=2, layers_per_stack=3)
+    rf = wm.receptive_field(cfg)
+    model = wm.create_model(cfg, seed=1)
+    length, t = rf + 24, rf + 10
+    h = jax.random.normal(jax.random.key(0), (1, length, cfg.residual_channels))
+    weights = jax.random.normal(jax.random.key(1), (cfg.out_channels,))
+
+    def output_at_t(h):
+        return model.head(model.run_layers(h))[0, t] @ weights
+
+    grad = jax.grad(output_at_t)(h)[0]
+    depends = np.asarray(jnp.max(jnp.abs(grad), axis=-1) > 0)
+    # Nothing after t, everything from t - (rf - 1) to t, nothing before.
+    assert not depends[t + 1:].any()
+    assert depends[t - rf + 1:t + 1].all()
+    assert not depends[:t - rf + 1].any()
+    assert depends.sum() == rf
+
+
+def test_output_t_predicts_the_next_input_causally_from_bins():
+    """Changing the bin at position p changes outputs p.. and never outputs before p."""
+    cfg = tiny()
+    model = wm.create_model(cfg, seed=2)
+    bins = jax.random.randint(jax.random.key(0), (1, 80), 0, 256)
+    p = 40
+    changed = bins.at[0, p].set((bins[0, p] + 128) % 256)
+    diff = np.abs(np.asarray(model(changed) - model(bins))).max(axis=-1)[0]
+    assert (diff[:p] == 0).all()
+    assert (diff[p:p + wm.receptive_field(cfg)] > 0).all()
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_step_reproduces_the_forward_pass(kernel_size):
+    """The documented step-wise path (what a cached generator will run) gives the same
+    outputs as the convolutional forward pass."""
+    cfg = tiny(kernel_size=kernel_size, num_genres=3, head="mol", num_mixtures=4)
+    model = wm.create_model(cfg, seed=3)
+    bins = jax.random.randint(jax.random.key(0), (2, 40), 0, 256)
+    genre = jnp.array([0, 2])
+    full = model(bins, genre)
+
+    cond = model.conditioning(genre, 2)
+    h = model.embed(bins)
+    skip = 0.0
+    for i, layer in enumerate(model.layers):
+        d, k = layer.dilation, cfg.kernel_size
+        past = jnp.pad(h, ((0, 0), ((k - 1) * d, 0), (0, 0)))  # zeros before the start
+        outs, skips = [], []
+        for t in range(bins.shape[1]):
+            taps = jnp.stack([past[:, t + j * d] for j in range(k)], axis=1)
+            o, s = layer.step(taps, cond, need_residual=i < len(model.layers) - 1)
+            outs.append(o)
+            skips.append(s)
+        skip = skip + jnp.stack(skips, axis=1)
+        h = jnp.stack(outs, axis=1) if outs[0] is not None else None
+    np.testing.assert_allclose(model.head(skip), full, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# Conditioning and bad input
+
+
+def test_conditioning_changes_the_output():
+    model = wm.create_model(tiny(num_genres=3), seed=4)
+    bins = jax.random.randint(jax.random.key(0), (2, 50), 0, 256)
+    a = model(bins, jnp.array([0, 0]))
+    b = model(bins, jnp.array([1, 0]))
+    assert np.abs(np.asarray(a[0] - b[0])).max() > 1e-3  # genre 1 vs 0 differ
+    np.testing.assert_array_equal(a[1], b[1])  # the other sequence is untouched
+
+
+def test_wrong_genre_is_an_error():
+    model = wm.create_model(tiny(num_genres=3), seed=4)
+    bins = jnp.zeros((2, 40), jnp.int32)
+    with pytest.raises(ValueError, match=r"genre index 3 is out of range.*3 genres"):
+        model(bins, jnp.array([0, 3]))
+    with pytest.raises(ValueError, match="genre index -1 is out of range"):
+        model(bins, jnp.array([-1, 0]))
+    with pytest.raises(ValueError, match="conditioned on 3 genres"):
+        model(bins)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        model(bins, jnp.array([0, 1, 2]))
+    # Under jit the index cannot be checked on the host: it poisons the output with NaN.
+    from wavegen.train import merge_model, split_model
+
+    graphdef, params = split_model(model)
+    out = jax.jit(lambda p, g: merge_model(graphdef, p)(bins, g))(params, jnp.array([0, 7]))
+    assert np.isfinite(np.asarray(out[0])).all() and np.isnan(np.asarray(out[1])).all()
+    unconditioned = wm.create_model(tiny(num_genres=0))
+    with pytest.raises(ValueError, match="unconditioned"):
+        unconditioned(bins, jnp.array([0, 0]))
+
+
+def test_bad_bins_are_an_error():
+    model = wm.create_model(tiny())
+    with pytest.raises(ValueError, match=r"0\.\.255, got values in 0\.\.300"):
+        model(jnp.array([[0, 300]]))
+    with pytest.raises(ValueError, match="integer class indices"):
+        model(jnp.zeros((2, 10), jnp.float32))
+    with pytest.raises(ValueError, match=r"shape \(batch, time\)"):
+        model(jnp.zeros((10,), jnp.int32))
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+    cfg = tiny(dtype="bfloat16")
+    model = wm.create_model(cfg, seed=5)
+    from wavegen.train import split_model
+
+    _, params = split_model(model)
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+    bins = jax.random.randint(jax.random.key(0), (2, 60), 0, 256)
+    out16 = model(bins)
+    out32 = wm.create_model(dataclasses.replace(cfg, dtype="float32"), seed=5)(bins)
+    assert out16.dtype == jnp.float32
+    err = float(jnp.max(jnp.abs(out16 - out32)))
+    assert 0 < err < 0.05 * float(jnp.max(jnp.abs(out32)))
+
+
+def test_scalar_input_kind():
+    model = wm.create_model(tiny(input_kind="scalar"), seed=6)
+    bins = jax.random.randint(jax.random.key(0), (1, 50), 0, 256)
+    out = model(bins)
+    assert out.shape == (1, 50, 256) and np.isfinite(np.asarray(out)).all()
+
+
+# --------------------------------------------------------------------------------------
+# Losses and sampling
+
+
+def test_softmax_cross_entropy_in_bits():
+    logits = jax.random.normal(jax.random.key(0), (3, 5, 16))
+    targets = jax.random.randint(jax.random.key(1), (3, 5), 0, 16)
+    ref = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)),
+                              np.asarray(targets)[..., None], -1)[..., 0] / math.log(2)
+    np.testing.assert_allclose(losses.softmax_cross_entropy_bits(logits, targets), ref,
+                               rtol=1e-5)
+    uniform = losses.softmax_cross_entropy_bits(jnp.zeros((256,)), jnp.array(7))
+    assert float(uniform) == pytest.approx(8.0)
+
+
+@pytest.mark.parametrize("num_classes", [256, 65536])
+def test_mixture_of_logistics_is_a_distribution_over_the_bins(num_classes):
+    m = 3
+    logits, means = np.array([0.5, -1.0, 0.2]), np.array([-0.3, 0.1, 0.6])
+    params = jnp.asarray(np.concatenate([logits, means, [-3.0, -5.0, -4.0]]), jnp.float32)
+    bins = jnp.arange(num_classes)
+    bits = losses.mol_nll_bits(jnp.broadcast_to(params, (num_classes, 3 * m)), bins,
+                               num_classes, m)
+    p = 2.0 ** (-np.asarray(bits, np.float64))
+    assert p.sum() == pytest.approx(1.0, abs=2e-3)
+    # Components far from the edges: the mean is the weighted mean of the means.
+    x = np.asarray(losses.bins_to_unit(bins, num_classes), np.float64)
+    weights = np.exp(logits) / np.exp(logits).sum()
+    assert (p * x).sum() == pytest.approx((weights * means).sum(), abs=2e-3)
+
+
+def test_mixture_sampling_follows_the_mixture():
+    k, m = 256, 2
+    params = jnp.array([2.0, -2.0, -0.5, 0.6, -4.0, -4.0])  # mostly component 0 at -0.5
+    draws = losses.sample_mol(jax.random.key(0), jnp.broadcast_to(params, (20000, 6)), k, m)
+    x = np.asarray(losses.bins_to_unit(draws, k))
+    weight0 = math.exp(2.0) / (math.exp(2.0) + math.exp(-2.0))
+    near0 = np.mean(np.abs(x + 0.5) < 0.2)
+    assert near0 == pytest.approx(weight0, abs=0.02)
+    assert np.mean(np.abs(x - 0.6) < 0.2) == pytest.approx(1 - weight0, abs=0.02)
+    assert draws.dtype == jnp.int32 and int(draws.min()) >= 0 and int(draws.max()) < k
+
+
+def test_model_heads_and_sampling_shapes():
+    for head in ("softmax", "mol"):
+        cfg = tiny(head=head, num_mixtures=5)
+        model = wm.create_model(cfg)
+        bins = jax.random.randint(jax.random.key(0), (2, 40), 0, 256)
+        out = model(bins)
+        assert out.shape == (2, 40, 256 if head == "softmax" else 15)
+        bits = model.nll_bits(out[:, :-1], bins[:, 1:])
+        assert bits.shape == (2, 39) and np.isfinite(np.asarray(bits)).all()
+        nxt = model.sample(jax.random.key(1), out[:, -1])
+        assert nxt.shape == (2,) and 0 <= int(nxt.min()) and int(nxt.max()) < 256
