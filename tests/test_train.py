@@ -259,8 +259,7 @@ def test_learns_music_below_the_unigram_baseline(music_dir):
     graphdef, state = wt.create_train_state(cfg, optim, seed=0)
     p_step = wt.make_p_train_step(graphdef, optim)
     state = wt.replicate(state)
-    batches = wt.train_iterator(music_dir, cfg, wt.TrainConfig(per_device_batch=8,
-                                                               targets=500, optim=optim))
+    batches = wt.train_iterator(music_dir, cfg, per_device_batch=8, targets=500)
     before = wt.evaluate_split(graphdef, state.params, music_dir, max_batches=4)
     for _ in range(steps):
         state, metrics = p_step(state, next(batches))

@@ -65,24 +65,6 @@ class OptimConfig:
             raise ValueError("clip_norm and weight_decay must be >= 0")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """What a training run reads batches with, besides the model and optimizer."""
-
-    per_device_batch: int = 8
-    targets: int | None = None  # targets per example; None = the chunk's target samples
-    seed: int = 0
-    shuffle_buffer: int = 512
-    eval_per_device_batch: int = 4
-    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-
-    def __post_init__(self):
-        if self.per_device_batch < 1 or self.eval_per_device_batch < 1:
-            raise ValueError("batch sizes must be >= 1")
-        if self.targets is not None and self.targets < 1:
-            raise ValueError(f"targets must be >= 1 or None, got {self.targets}")
-
-
 @struct.dataclass
 class TrainState:
     """Everything that changes during training; a pytree of arrays (checkpoint as is).
@@ -169,17 +151,18 @@ def create_train_state(model_cfg: ModelConfig, optim_cfg: OptimConfig,
                                 opt_state=opt_state, ema_params=ema, rng=rng)
 
 
-def train_iterator(data_dir: str, model_cfg: ModelConfig, train_cfg: TrainConfig,
+def train_iterator(data_dir: str, model_cfg: ModelConfig, *, per_device_batch: int,
+                   targets: int | None = None, seed: int = 0, shuffle_buffer: int = 512,
                    **kwargs) -> input_pipeline.BatchIterator:
     """The training batches for this model and run, after `check_compatible`.
 
-    kwargs go to `input_pipeline.train_batches` (num_devices, process_index, ...).
+    kwargs go to `input_pipeline.train_batches` (split, num_devices, process_index, ...).
     """
     check_compatible(model_cfg, load_dataset_spec(data_dir))
     return input_pipeline.train_batches(
         data_dir, receptive_field=receptive_field(model_cfg),
-        per_device_batch=train_cfg.per_device_batch, targets=train_cfg.targets,
-        seed=train_cfg.seed, shuffle_buffer=train_cfg.shuffle_buffer, **kwargs)
+        per_device_batch=per_device_batch, targets=targets, seed=seed,
+        shuffle_buffer=shuffle_buffer, **kwargs)
 
 
 # --------------------------------------------------------------------------------------
@@ -314,6 +297,10 @@ def evaluate(p_eval_step: Callable, params: Any, batches: Iterable[dict],
         real = batch["mask"].reshape(-1) > 0
         targets = batch["audio"].reshape(real.size, -1)[real, receptive_field_samples:]
         hist += np.bincount(targets.reshape(-1), minlength=num_classes)
+    if jax.process_count() > 1:  # every process saw its own part of the split
+        from jax.experimental import multihost_utils
+
+        hist = np.asarray(multihost_utils.process_allgather(hist)).sum(axis=0)
     if count == 0:
         raise ValueError("evaluation saw no targets (an empty split?)")
     return {"nll_bits": nll / count, "unigram_bits": input_pipeline.entropy_bits(hist),

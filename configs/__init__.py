@@ -1,0 +1,1 @@
+"""wavegen's Hydra configuration tree (YAML groups) and its structured-config schemas."""

@@ -1,0 +1,53 @@
+"""Train a WaveNet: a thin Hydra entry point over wavegen.trainer.train_and_evaluate.
+
+    .venv/bin/python experiments/train.py data.dir=DATASET_DIR model=small \
+        train.steps=N train.batch_size=B train.seed=S train.log_every=K \
+        train.eval_every=K train.checkpoint_every=K [optim.lr=...] [hydra.run.dir=OUT]
+    .venv/bin/python experiments/train.py +experiment=smoke data.dir=DATASET_DIR
+    .venv/bin/python experiments/train.py -m model=tiny,small optim.lr=1e-3,3e-4 ...
+
+Running the same command on the same run directory resumes from its latest checkpoint.
+"""
+
+import logging
+import os
+import sys
+
+# Big XLA:CPU temporaries fault far less with transparent huge pages; glibc reads the
+# setting at start-up, so this re-executes the process once, before anything heavy.
+from wavegen.train import reexec_with_hugepage_malloc
+
+reexec_with_hugepage_malloc()
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf.errors import MissingMandatoryValue  # noqa: E402
+
+from configs import schema  # noqa: E402
+from wavegen import trainer  # noqa: E402
+
+schema.register()
+log = logging.getLogger("wavegen.train")
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
+    workdir = HydraConfig.get().runtime.output_dir
+    with open(os.path.join(workdir, "config.yaml"), "w") as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        model_cfg, optim_cfg, run = schema.to_train_job(cfg)
+        summary = trainer.train_and_evaluate(model_cfg, optim_cfg, run, workdir)
+    except MissingMandatoryValue as e:
+        log.error("missing a required setting: %s (e.g. %s=...)", e.full_key, e.full_key)
+        sys.exit(1)
+    except (trainer.TrainingError, ValueError) as e:
+        log.error("%s", e)
+        sys.exit(1)
+    return summary["best_val_bits"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Checkpoints with orbax: train state, the data iterator's position, and what the run is.
+
+One orbax CheckpointManager step directory holds three items:
+
+- `state`: the TrainState pytree (parameters, optimizer state, EMA, step, RNG);
+- `data`: the training iterator's position (a tf.data iterator checkpoint per process),
+  so a resumed run sees exactly the batches an uninterrupted one would;
+- `meta`: JSON with the model config and the dataset's spec (sample rate, bits,
+  quantization, chunk/context lengths, genre names), so sampling needs nothing else.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a step
+being written when the process dies is never listed. Kept: the last `keep_last` steps and
+the best one by validation bits per sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from wavegen.dataset import DatasetSpec
+from wavegen.model import ModelConfig
+
+BEST_METRIC = "val_bits"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be used, named in the message."""
+
+
+# --------------------------------------------------------------------------------------
+# The data iterator as an orbax item
+
+
+class DataIteratorHandler(ocp.CheckpointHandler):
+    """Saves/restores a wavegen.input_pipeline.BatchIterator (one file set per process)."""
+
+    def save(self, directory: epath.Path, args: "DataIteratorSave"):
+        args.iterator.save(os.path.join(os.fspath(directory), _iterator_name()))
+
+    def restore(self, directory: epath.Path, args: "DataIteratorRestore"):
+        args.iterator.restore(os.path.join(os.fspath(directory), _iterator_name()))
+        return args.iterator
+
+
+def _iterator_name() -> str:
+    return f"iterator-process{jax.process_index()}"
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+@dataclasses.dataclass
+class DataIteratorSave(ocp.args.CheckpointArgs):
+    iterator: Any
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class DataIteratorRestore(ocp.args.CheckpointArgs):
+    iterator: Any
+
+
+# --------------------------------------------------------------------------------------
+
+
+def run_meta(model_cfg: ModelConfig, spec: DatasetSpec, **extra: Any) -> dict:
+    """The JSON that travels with every checkpoint."""
+    return {"model_config": dataclasses.asdict(model_cfg), "dataset": spec.to_metadata(),
+            **extra}
+
+
+def model_config_from_meta(meta: dict) -> ModelConfig:
+    return ModelConfig(**meta["model_config"])
+
+
+def dataset_spec_from_meta(meta: dict) -> DatasetSpec:
+    return DatasetSpec.from_metadata(meta["dataset"], where="checkpoint metadata")
+
+
+class Checkpoints:
+    """The run's checkpoint directory (wraps an orbax CheckpointManager)."""
+
+    def __init__(self, directory: str, keep_last: int = 3, create: bool = True):
+        self.directory = os.path.abspath(directory)
+        if not create and not os.path.isdir(self.directory):
+            raise CheckpointError(f"no checkpoints at {self.directory}")
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+            ocp.checkpoint_managers.LatestN(n=keep_last),
+            ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC],
+                                          reverse=True, n=1,
+                                          keep_checkpoints_without_metrics=False),
+        ])
+        # best_fn only makes orbax write each step's metrics (the policy decides).
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, best_fn=lambda m: m[BEST_METRIC], best_mode="min",
+            create=create, enable_async_checkpointing=False)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler(),
+                           "data": DataIteratorHandler()})
+
+    # -- what is there
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The step with the lowest validation bits/sample among those kept."""
+        best = None
+        for step in self.steps():
+            m = self.metrics(step)
+            if m and BEST_METRIC in m and (best is None or m[BEST_METRIC] < best[1]):
+                best = (step, m[BEST_METRIC])
+        return best[0] if best else None
+
+    def metrics(self, step: int) -> dict | None:
+        return self.manager.metrics(step)
+
+    def resolve(self, which: str | int) -> int:
+        """'latest', 'best' or a step number -> an existing step, or one clear error."""
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        if which == "latest":
+            return steps[-1]
+        if which == "best":
+            best = self.best_step()
+            if best is None:
+                raise CheckpointError(f"{self.directory}: no checkpoint has a validation "
+                                      "score to pick the best by; use step=latest")
+            return best
+        try:
+            step = int(which)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"step must be latest, best or a number, got {which!r}")
+        if step not in steps:
+            raise CheckpointError(f"{self.directory}: no checkpoint at step {step}; "
+                                  f"there are {', '.join(map(str, steps))}")
+        return step
+
+    def meta(self, step: int) -> dict:
+        """The run's JSON (model config, dataset spec) without loading any arrays."""
+        path = os.path.join(self.directory, str(step), "meta", "metadata")
+        if not os.path.exists(path):
+            raise CheckpointError(f"{self.directory}/{step} has no config (meta) item: not "
+                                  "a wavegen checkpoint")
+        with open(path) as f:
+            meta = json.load(f)
+        if "model_config" not in meta or "dataset" not in meta:
+            raise CheckpointError(f"{path}: lacks the model config or the dataset spec")
+        return meta
+
+    # -- saving and restoring
+
+    def save(self, step: int, state: Any, meta: dict, iterator=None,
+             metrics: dict | None = None) -> None:
+        """Saves (host or device) `state` at `step`; waits until it is on disk."""
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        if iterator is not None:
+            items["data"] = DataIteratorSave(iterator)
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+                          force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, target: Any, iterator=None) -> tuple[Any, dict]:
+        """(state shaped like `target`, meta); restores `iterator`'s position if given."""
+        items = {"state": ocp.args.StandardRestore(target), "meta": ocp.args.JsonRestore()}
+        if iterator is not None:
+            if not os.path.isdir(os.path.join(self.directory, str(step), "data")):
+                raise CheckpointError(f"{self.directory}/{step} holds no data-iterator "
+                                      "position")
+            items["data"] = DataIteratorRestore(iterator)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"], restored["meta"]
+
+    def restore_params(self, step: int, target: Any, use_ema: bool = False) -> Any:
+        """Only the (EMA) parameters, for sampling: shaped like `target`."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))
+        state = restored["state"]
+        return state["ema_params"] if use_ema else state["params"]
+
+    def close(self):
+        self.manager.close()
