@@ -1,0 +1,205 @@
+"""Benchmark of cached WaveNet generation (`wavegen.generate`) against naive generation.
+
+    .venv/bin/python -m experiments.bench.generate [--quick] [--json PATH]
+        [--reps N] [--no-hugepages] [--sweep]
+
+Randomly initialised models (`small`: receptive field 2,047; `medium`: 3,070; 256
+classes, no genre conditioning, float32), sampling at temperature 1:
+
+1. Cached generation: samples per second, counted over all streams, for small at batch 1
+   and 16 and medium at batch 1. Each timed call is one `generate_chunk` of n samples
+   per stream (one jitted `lax.scan`), continuing the state of the call before; the
+   first call (compilation) is not timed. "best" is the fastest call, "typical" the
+   median.
+2. Naive generation (`naive_generate`: one full forward pass over the last receptive
+   field for every new sample) for small at batch 1, a few samples per call; the
+   cached/naive ratio at batch 1.
+3. With --sweep: microseconds per step of one-stack models with 1, 5 and 10 layers
+   (small's widths, batch 1): the fixed cost of a step (embedding, head, sampling, the
+   loop) and the cost of one more layer.
+
+Goals (from the issue): small b1 >= 16,000 samples/s (real time at 16 kHz), small b16 >=
+64,000 samples/s in total, medium b1 >= 4,000 samples/s, cached >= 100x naive.
+
+By default the benchmark re-executes itself with glibc's transparent-huge-page malloc
+(`wavegen.train.reexec_with_hugepage_malloc`), as the training benchmark does. Cached
+generation allocates once per call (caches, noise blocks, output) and measured the same
+with and without it; the naive reference's full forward passes (large XLA temporaries)
+measured the same or a little faster with it, so the cached/naive ratio reported is
+the conservative one. --no-hugepages keeps glibc's default malloc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+GOALS = {"small_b1": 16_000, "small_b16": 64_000, "medium_b1": 4_000, "cached_over_naive": 100}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.bench.generate",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer, shorter timed calls")
+    p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--reps", type=int, default=0, help="timed calls per case")
+    p.add_argument("--no-hugepages", action="store_true",
+                   help="keep glibc's default malloc (4 KiB pages)")
+    p.add_argument("--sweep", action="store_true", help="also time 1, 5 and 10 layers")
+    return p.parse_args(argv)
+
+
+def build(preset: str, **overrides):
+    from wavegen import model as wm
+    from wavegen.train import split_model
+
+    cfg = wm.preset(preset, num_classes=256, num_genres=0, **overrides)
+    graphdef, params = split_model(wm.create_model(cfg, seed=0))
+    return cfg, graphdef, params
+
+
+def time_calls(call, reps: int) -> tuple[float, list[float]]:
+    """(seconds of the untimed first call, seconds of each timed call)."""
+    import jax
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(call())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - t0)
+    return first, times
+
+
+def cached(preset: str, batch: int, n: int, reps: int, **overrides) -> dict:
+    import jax
+
+    from wavegen import generate as gen
+    from wavegen import model as wm
+
+    cfg, graphdef, params = build(preset, **overrides)
+    state = gen.start(graphdef, params, jax.random.key(0), num_samples=batch,
+                      start_bin=gen.silence_bin("mulaw", 8))
+    box = [state]
+
+    def call():
+        bins, box[0] = gen.generate_chunk(graphdef, params, box[0], n)
+        return bins
+
+    first, times = time_calls(call, reps)
+    total = batch * n
+    return {"kind": "cached", "preset": preset, "batch": batch, "layers": cfg.num_layers,
+            "receptive_field": wm.receptive_field(cfg), "samples_per_call": n,
+            "first_call_s": round(first, 2), "call_s": [round(t, 4) for t in times],
+            "samples_per_s_best": total / min(times),
+            "samples_per_s_typical": total / statistics.median(times),
+            "us_per_step_best": min(times) / n * 1e6}
+
+
+def naive(preset: str, batch: int, n: int, reps: int) -> dict:
+    import jax
+
+    from wavegen import generate as gen
+    from wavegen import model as wm
+
+    cfg, graphdef, params = build(preset)
+
+    def call():
+        return gen.naive_generate(graphdef, params, jax.random.key(0), num_samples=batch,
+                                  length=n, start_bin=gen.silence_bin("mulaw", 8))
+
+    first, times = time_calls(call, reps)
+    total = batch * n
+    return {"kind": "naive", "preset": preset, "batch": batch, "layers": cfg.num_layers,
+            "receptive_field": wm.receptive_field(cfg), "samples_per_call": n,
+            "first_call_s": round(first, 2), "call_s": [round(t, 4) for t in times],
+            "samples_per_s_best": total / min(times),
+            "samples_per_s_typical": total / statistics.median(times),
+            "us_per_step_best": min(times) / n * 1e6}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.no_hugepages:
+        from wavegen.train import reexec_with_hugepage_malloc
+
+        reexec_with_hugepage_malloc()
+    import jax
+
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}: {os.cpu_count()} CPU "
+          f"cores, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
+    reps = args.reps or (3 if args.quick else 7)
+    rows = []
+    cases = [("small", 1, 4000 if args.quick else 16000),
+             ("small", 16, 1000 if args.quick else 4000),
+             ("medium", 1, 1000 if args.quick else 4000)]
+    for preset, batch, n in cases:
+        r = cached(preset, batch, n, reps)
+        rows.append(r)
+        print(f"  cached {preset} b{batch}: {r['samples_per_s_best']:,.0f} samples/s best, "
+              f"{r['samples_per_s_typical']:,.0f} typical (first call {r['first_call_s']} s)",
+              flush=True)
+    r = naive("small", 1, 8 if args.quick else 32, max(2, reps // 2))
+    rows.append(r)
+    print(f"  naive small b1: {r['samples_per_s_best']:,.1f} samples/s best", flush=True)
+    sweep = []
+    if args.sweep:
+        for layers in (1, 5, 10):
+            s = cached("small", 1, 4000, reps, stacks=1, layers_per_stack=layers)
+            sweep.append({"layers": layers, "us_per_step_best": s["us_per_step_best"]})
+            print(f"  sweep: {layers:>2} layers {s['us_per_step_best']:.1f} us/step", flush=True)
+
+    def find(kind, preset, batch):
+        return next(r for r in rows if (r["kind"], r["preset"], r["batch"]) ==
+                    (kind, preset, batch))
+
+    c, nv = find("cached", "small", 1), find("naive", "small", 1)
+    ratio = {"best": c["samples_per_s_best"] / nv["samples_per_s_best"],
+             "typical": c["samples_per_s_typical"] / nv["samples_per_s_typical"]}
+    measured = {"small_b1": c["samples_per_s_best"],
+                "small_b16": find("cached", "small", 16)["samples_per_s_best"],
+                "medium_b1": find("cached", "medium", 1)["samples_per_s_best"],
+                "cached_over_naive": ratio["best"]}
+    typical = {"small_b1": c["samples_per_s_typical"],
+               "small_b16": find("cached", "small", 16)["samples_per_s_typical"],
+               "medium_b1": find("cached", "medium", 1)["samples_per_s_typical"],
+               "cached_over_naive": ratio["typical"]}
+
+    header = (f"{'case':<22} {'RF':>6} {'samples/call':>12} {'samples/s best':>15} "
+              f"{'typical':>10} {'us/step':>8}")
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in rows:
+        name = f"{r['kind']} {r['preset']} b{r['batch']}"
+        print(f"{name:<22} {r['receptive_field']:>6,} {r['samples_per_call']:>12,} "
+              f"{r['samples_per_s_best']:>15,.1f} {r['samples_per_s_typical']:>10,.1f} "
+              f"{r['us_per_step_best']:>8.1f}")
+    print(f"\ncached/naive, small b1: {ratio['best']:,.0f}x best, {ratio['typical']:,.0f}x "
+          "typical")
+    print("\ngoal                       measured (best / typical)      goal   met")
+    for k, goal in GOALS.items():
+        print(f"{k:<24} {measured[k]:>12,.0f} / {typical[k]:>10,.0f} {goal:>10,}   "
+              f"{'yes' if measured[k] >= goal else 'NO'}")
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "backend": jax.devices()[0].platform,
+                          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},
+              "jax": jax.__version__, "quick": args.quick, "generate": rows,
+              "cached_over_naive": ratio, "sweep": sweep,
+              "goals": {k: {"goal": g, "best": measured[k], "typical": typical[k],
+                            "met": measured[k] >= g} for k, g in GOALS.items()}}
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
