@@ -126,3 +126,33 @@ def run_config(cfg: DictConfig):
 def to_train_job(cfg: DictConfig):
     """A validated training config -> (ModelConfig, OptimConfig, RunConfig)."""
     return model_config(cfg.model), optim_config(cfg.optim, cfg.train.steps), run_config(cfg)
+
+
+@dataclasses.dataclass
+class SampleJob:
+    """experiments/sample.py's settings (mirrors wavegen.sampling.SampleConfig)."""
+
+    checkpoint: str = MISSING
+    step: str = "latest"
+    seconds: float = 4.0
+    num_samples: int = 4
+    temperature: float = 1.0
+    genre: Optional[str] = None
+    each_genre: bool = False
+    prime: Optional[str] = None
+    prime_seconds: float = 1.0
+    seed: int = 0
+    use_ema: bool = False
+    output_dir: str = MISSING
+    chunk: int = 4000
+    progress: bool = True
+
+
+def register_sample() -> None:
+    ConfigStore.instance().store(name="sample_schema", node=SampleJob)
+
+
+def to_sample_config(cfg: DictConfig):
+    from wavegen.sampling import SampleConfig
+
+    return SampleConfig(**OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))

@@ -187,7 +187,7 @@ class Checkpoints:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target)))
         state = restored["state"]
-        return state["ema_params"] if use_ema else state["params"]
+        return state.ema_params if use_ema else state.params
 
     def close(self):
         self.manager.close()

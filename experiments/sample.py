@@ -1,0 +1,44 @@
+"""Sample songs from a training run's checkpoint: a thin Hydra entry point.
+
+    .venv/bin/python experiments/sample.py checkpoint=RUN_DIR [step=latest|best|N] \
+        seconds=4 num_samples=4 temperature=1.0 [genre=NAME] \
+        [prime=SONG_FILE prime_seconds=1] [seed=0] [use_ema=true] output_dir=DIR
+
+Writes DIR/sample_000.wav ... (16-bit PCM at the dataset's sample rate), a spectrogram
+PNG for each, DIR/samples.json (settings, checkpoint step, samples_per_s) and
+DIR/index.html, a listening page that opens from disk.
+"""
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from configs import schema
+from wavegen import sampling
+
+schema.register_sample()
+log = logging.getLogger("wavegen.sample")
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    try:
+        result = sampling.sample(schema.to_sample_config(cfg))
+    except MissingMandatoryValue as e:
+        log.error("missing a required setting: %s (e.g. %s=...)", e.full_key, e.full_key)
+        sys.exit(1)
+    except sampling.SamplingError as e:
+        log.error("%s", e)
+        sys.exit(1)
+    log.info("%d samples of %.1f s from step %d at %.0f samples/s -> %s",
+             result["num_streams"], result["samples_per_stream"] / result["sample_rate"],
+             result["checkpoint_step"], result["samples_per_s"],
+             cfg.output_dir + "/index.html")
+
+
+if __name__ == "__main__":
+    main()
