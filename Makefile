@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test lock clean
+.PHONY: setup test demo bench lock clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,17 @@ $(STAMP): pyproject.toml requirements.lock
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The whole system on an embedded corpus (or SONGS=... METADATA=... for real data).
+SONGS ?=
+METADATA ?=
+DEMO_DIR ?= $(if $(SONGS),demo-$(basename $(notdir $(patsubst %/,%,$(SONGS)))),demo)
+demo: setup
+	$(PY) -m experiments.demo --dir $(DEMO_DIR) $(if $(SONGS),--songs $(SONGS)) $(if $(METADATA),--metadata $(METADATA))
+
+# Every benchmark, one table, also written as JSON (bench_results/bench.json).
+bench: setup
+	$(PY) -m experiments.bench.all --json bench_results/bench.json
 
 # Re-pin the whole environment after changing pyproject.toml's direct pins.
 lock:

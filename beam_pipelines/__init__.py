@@ -1,1 +1,1 @@
-"""beam_pipelines."""
+"""beam_pipelines: Beam transforms and the preprocessing command, wired from wavegen functions."""

@@ -227,8 +227,8 @@ def test_bad_situations_give_one_clear_line(dataset, smoke_run, tmp_path):
 @pytest.mark.slow
 def test_a_sweep_writes_its_summary_table(dataset, tmp_path):
     sweep = tmp_path / "sweep"
-    res = train("-m", "+experiment=smoke", f"data.dir={dataset}", f"hydra.sweep.dir={sweep}",
-                "train.steps=10", "optim.lr=1e-3,3e-3", timeout=400)
+    train("-m", "+experiment=smoke", f"data.dir={dataset}", f"hydra.sweep.dir={sweep}",
+          "train.steps=10", "optim.lr=1e-3,3e-3", timeout=400)
     lines = (sweep / "sweep_summary.csv").read_text().splitlines()
     assert lines[0].startswith("job,overrides,final_val_bits,best_val_bits")
     assert len(lines) == 3

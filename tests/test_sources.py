@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from conftest import run_pipeline, tone
+from conftest import run_pipeline
 from fma_fixture import mp3_bytes, write_fma_zip
 from wavegen import fetch, preprocess, sources
 from wavegen.dataset import DatasetSpec

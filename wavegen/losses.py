@@ -103,11 +103,15 @@ def sample_mol(key: jax.Array, params: jax.Array, num_classes: int, num_mixtures
                log_scale_min: float = -7.0, temperature: float = 1.0) -> jax.Array:
     """Draws bins (int32) from the mixture: pick a component, then a logistic sample.
 
-    `temperature` scales the logistic's scale (0 gives the chosen component's mean).
+    Temperature T (as in wavegen.generate): the mixture logits are divided by T and every
+    logistic's scale is multiplied by T; T = 0 gives the most likely component's mean.
     """
     logit_probs, means, log_scales = split_mol(params, num_mixtures, log_scale_min)
     k_comp, k_u = jax.random.split(key)
-    comp = jax.random.categorical(k_comp, logit_probs, axis=-1)
+    if temperature == 0.0:
+        comp = jnp.argmax(logit_probs, axis=-1)
+    else:
+        comp = jax.random.categorical(k_comp, logit_probs / temperature, axis=-1)
     pick = lambda a: jnp.take_along_axis(a, comp[..., None], axis=-1)[..., 0]
     mean, log_scale = pick(means), pick(log_scales)
     u = jax.random.uniform(k_u, mean.shape, minval=1e-5, maxval=1.0 - 1e-5)

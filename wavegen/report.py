@@ -8,7 +8,6 @@ every audio and image a file beside it, so it opens straight from disk.
 from __future__ import annotations
 
 import html
-import os
 from collections.abc import Sequence
 
 import numpy as np

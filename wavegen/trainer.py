@@ -29,14 +29,13 @@ import math
 import os
 import signal
 import time
-from typing import Any
 
 import jax
 import numpy as np
 
 from wavegen import checkpoint as ckpt_lib
 from wavegen import input_pipeline, model as model_lib, train as train_lib
-from wavegen.dataset import DatasetSpec, load_dataset_spec
+from wavegen.dataset import load_dataset_spec
 
 log = logging.getLogger("wavegen.train")
 
