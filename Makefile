@@ -25,9 +25,11 @@ test: setup
 # The whole system on an embedded corpus (or SONGS=... METADATA=... for real data).
 SONGS ?=
 METADATA ?=
+STEPS ?=
 DEMO_DIR ?= $(if $(SONGS),demo-$(basename $(notdir $(patsubst %/,%,$(SONGS)))),demo)
 demo: setup
-	$(PY) -m experiments.demo --dir $(DEMO_DIR) $(if $(SONGS),--songs $(SONGS)) $(if $(METADATA),--metadata $(METADATA))
+	$(PY) -m experiments.demo --dir $(DEMO_DIR) $(if $(SONGS),--songs $(SONGS)) \
+		$(if $(METADATA),--metadata $(METADATA)) $(if $(STEPS),--steps $(STEPS))
 
 # Every benchmark, one table, also written as JSON (bench_results/bench.json).
 bench: setup

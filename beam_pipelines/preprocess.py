@@ -95,6 +95,8 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
             args.append("--direct_running_mode=multi_processing")
         if not any(a.startswith("--direct_num_workers") for a in args):
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+        args.append("--default_sdk_harness_log_level=WARNING")  # worker start/stop chatter
     return PipelineOptions(args)
 
 

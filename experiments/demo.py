@@ -72,7 +72,9 @@ def pipeline_step(d: str, songs: str, metadata: str | None) -> str:
 def train_step(d: str, data: str, steps: int | None) -> str:
     run = os.path.join(d, "run")
     summary = os.path.join(run, "run_summary.json")
-    extra = [f"train.steps={steps}"] if steps else []
+    # A shorter or longer run than the demo experiment's keeps its warmup a sixth or less.
+    extra = [f"train.steps={steps}", f"optim.warmup_steps={max(1, min(50, steps // 6))}"] \
+        if steps else []
     if os.path.exists(summary) and (not steps or _load(summary)["steps"] >= steps):
         print(f"==> training: reusing the finished run in {run}")
         return run
@@ -112,7 +114,7 @@ def report(d: str, data: str, run: str, out: str) -> None:
         f"  failed songs and why: {os.path.join(data, 'failed.jsonl')}",
         f"  training: {tr['steps']} steps, {tr['samples_per_s']:.0f} samples/s; validation "
         f"{val:.3f} bits/sample vs unigram baseline {uni:.3f} "
-        f"({100 * (1 - val / uni):.0f}% below) -> {run}",
+        f"({abs(100 * (1 - val / uni)):.0f}% {'below' if val < uni else 'above'}) -> {run}",
         f"  generation: {sm['samples_per_s']:.0f} samples/s over {len(sm['samples'])} "
         f"streams (step {sm['checkpoint_step']})",
     ]

@@ -25,7 +25,8 @@ log = logging.getLogger("wavegen.sample")
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="sample")
 def main(cfg: DictConfig) -> None:
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    for noisy in ("absl", "jax"):  # orbax's per-save chatter, JAX's backend probing
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result = sampling.sample(schema.to_sample_config(cfg))
     except MissingMandatoryValue as e:

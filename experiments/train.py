@@ -33,7 +33,8 @@ log = logging.getLogger("wavegen.train")
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
+    for noisy in ("absl", "jax"):  # orbax's per-save chatter, JAX's backend probing
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     workdir = HydraConfig.get().runtime.output_dir
     with open(os.path.join(workdir, "config.yaml"), "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))

@@ -57,8 +57,10 @@ class OptimConfig:
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.warmup_steps < 0 or self.total_steps <= self.warmup_steps:
-            raise ValueError(f"need 0 <= warmup_steps < total_steps, got warmup_steps="
-                             f"{self.warmup_steps}, total_steps={self.total_steps}")
+            raise ValueError(f"the warmup must end before the schedule does: need 0 <= "
+                             f"warmup_steps < total_steps, got warmup_steps="
+                             f"{self.warmup_steps}, total_steps={self.total_steps} (set "
+                             "optim.warmup_steps, optim.total_steps or train.steps)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.clip_norm < 0 or self.weight_decay < 0:
