@@ -121,7 +121,14 @@ def report(d: str, data: str, run: str, out: str) -> None:
     for s in sm["samples"]:
         lines.append(f"    {s.get('genre') or '-':>14}: {os.path.join(out, s['wav'])}  "
                      f"{os.path.join(out, s['png'])}")
-    lines += [f"  listen: {os.path.abspath(os.path.join(out, 'index.html'))}", "=" * 78]
+    lines += [f"  listen: {os.path.abspath(os.path.join(out, 'index.html'))}",
+              "",
+              "  Next, the Free Music Archive (https://github.com/mdeff/fma): download",
+              "  fma_small.zip and fma_metadata.zip, then the same steps on it:",
+              "    make demo SONGS=/path/to/fma_small.zip METADATA=/path/to/fma_metadata.zip",
+              "  (or SONGS=/path/to/a/folder of genre folders). README: 'Using the Free Music",
+              "  Archive' for the pipeline, training and sampling commands one by one.",
+              "=" * 78]
     print("\n".join(lines))
     if val > 0.75 * uni:
         print("demo: warning: validation bits/sample is not 25% below the unigram baseline")
