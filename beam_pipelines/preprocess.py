@@ -5,7 +5,7 @@
         [--chunk_seconds=1.0] [--context_samples=4096] \\
         [--split=train:0.9,validation:0.05,test:0.05] [--genre_from=folder|none|fma] \\
         [--split_from=hash|fma] [--metadata=tracks.csv|fma_metadata.zip] \\
-        [--max_song_bytes=5e9] [--num_shards=N] \\
+        [--max_song_bytes=5000000000] [--num_shards=N] \\
         [beam options, e.g. --runner=... --direct_num_workers=2]
 
 Inputs are audio files, folders, globs, zip archives (FMA's fma_*.zip) and URL lists
@@ -32,12 +32,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines.transforms import Preprocess, shard_filename
 from wavegen import fetch, fma, preprocess, sources, tfrecord
-from wavegen.dataset import DATASET_NAME, FILENAME_TEMPLATE, DatasetSpec, features, genre_names
+from wavegen.dataset import (DATASET_NAME, FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features,
+                             genre_names)
 
 log = logging.getLogger("wavegen.pipeline")
 
-# Written last: a directory without it is not a dataset (tfds and wavegen refuse it).
-INFO_FILE = "dataset_info.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn a collection of songs into TFRecord shards of binned chunks "
                     "(a TFDS dataset directory). Unknown flags go to Beam.")
     p.add_argument("--input", action="append", required=True,
-                   help="a file, a folder (searched recursively for .mp3 .wav .flac .ogg) "
-                        "or a glob; repeat for several")
+                   help="an audio file, a folder (searched recursively for .mp3 .wav .flac "
+                        ".ogg), a glob, a .zip archive (e.g. fma_small.zip) or a .urls list; "
+                        "repeat for several")
     p.add_argument("--output_dir", required=True, help="the dataset directory to write")
     p.add_argument("--sample_rate", type=int, default=16000)
     p.add_argument("--quantization", choices=("mulaw", "linear"), default="mulaw")
@@ -127,17 +127,22 @@ def run(argv: list[str] | None = None) -> int:
             raise ValueError("--genre_from=fma and --split_from=fma need --metadata "
                              "(FMA's tracks.csv or fma_metadata.zip)")
         spec = make_spec(args, [s.genre for s in songs])
-    except (ValueError, OSError) as e:  # bad inputs, --split, metadata or audio settings
+        fetch_cfg = fetch.FetchConfig(timeout_s=args.fetch_timeout,
+                                      max_attempts=args.fetch_attempts,
+                                      backoff_s=args.fetch_backoff,
+                                      max_bytes=args.max_song_bytes)
+    except (ValueError, OSError) as e:  # bad inputs, flags, metadata or audio settings
         log.error("%s", e)
         return 2
-    fetch_cfg = fetch.FetchConfig(timeout_s=args.fetch_timeout,
-                                  max_attempts=args.fetch_attempts,
-                                  backoff_s=args.fetch_backoff, max_bytes=args.max_song_bytes)
     out = args.output_dir.rstrip("/")
     if FileSystems.exists(os.path.join(out, INFO_FILE)) and not args.overwrite:
         log.error("%s already holds a dataset; pass --overwrite to replace it", out)
         return 2
     options = pipeline_options(beam_args)
+    # Left by a run that was killed (one run per output folder at a time).
+    for stale in _stale_staging(out):
+        log.warning("removing %s, left by an interrupted run", stale)
+        _remove(stale)
     staging = os.path.join(out, f".staging-{uuid.uuid4().hex[:12]}")
     FileSystems.mkdirs(staging)
     log.info("%d songs from %d input(s) -> %s (%d Hz, %s %d bits, chunks of %d samples "
@@ -157,8 +162,12 @@ def run(argv: list[str] | None = None) -> int:
     print(format_summary(summary, out))
     if summary["songs_written"] == 0:
         log.error("no song was written: every input failed (see %s)",
-                  os.path.join(out, "failed.jsonl"))
+                  os.path.join(out, summary["report_files"][0]))
         return 1
+    empty = [name for name, frac in splits if frac > 0 and name not in summary["splits"]]
+    if empty and args.split_from == "hash":
+        log.warning("split(s) %s got no songs (too few inputs for --split=%s); training "
+                    "needs a validation split", ", ".join(empty), args.split)
     return 0
 
 
@@ -199,17 +208,23 @@ def finalize(out, staging, spec, songs, args, seconds, report=None) -> dict:
     summary["songs_per_s"] = round(len(songs) / max(seconds, 1e-9), 2)
     if report is not None:
         summary["metadata"] = report.to_summary()
+    failed = [r for r in records if r["status"] == preprocess.FAILED]
+    report_files = ("failed.jsonl", "summary.json")
+    if not shards and FileSystems.exists(os.path.join(out, INFO_FILE)):
+        # Nothing new to put in place: the dataset already there stays as it is, and
+        # this run's report goes beside it.
+        report_files = ("failed.latest.jsonl", "summary.latest.json")
+    _write_text(os.path.join(out, report_files[0]),
+                "".join(json.dumps(r) + "\n" for r in sorted(failed, key=_by_id)))
+    _write_text(os.path.join(out, report_files[1]), json.dumps(summary, indent=2) + "\n")
+    summary["report_files"] = list(report_files)
+    if not shards:
+        return summary
     # Replace an old dataset: its dataset_info.json goes first, so a crash in between
     # leaves a directory that does not look complete.
     _remove(os.path.join(out, INFO_FILE))
     for old in FileSystems.match([os.path.join(out, f"{DATASET_NAME}-*")])[0].metadata_list:
         _remove(old.path)
-    failed = [r for r in records if r["status"] == preprocess.FAILED]
-    _write_text(os.path.join(out, "failed.jsonl"),
-                "".join(json.dumps(r) + "\n" for r in sorted(failed, key=_by_id)))
-    _write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    if not shards:
-        return summary
     # A shard that no example hashed to still gets its (empty) file: TFDS expects them all.
     for split, shard, num_shards in _missing_shards(shards):
         name = shard_filename(split, shard, num_shards)
@@ -220,6 +235,15 @@ def finalize(out, staging, spec, songs, args, seconds, report=None) -> dict:
                        [os.path.join(out, s["file"]) for s in shards])
     _write_metadata(out, spec, shards, args)
     return summary
+
+
+def _stale_staging(out: str) -> list[str]:
+    """Staging folders in `out` (their files, for filesystems without folders)."""
+    files = FileSystems.match([os.path.join(out, ".staging-*", "**")])[0].metadata_list
+    prefix = out.rstrip("/") + "/"
+    dirs = {prefix + f.path[len(prefix):].split("/", 1)[0] for f in files
+            if f.path.startswith(prefix)}
+    return sorted(d if "://" not in d else d + "/" for d in dirs)
 
 
 def _missing_shards(shards):
@@ -274,7 +298,7 @@ def format_summary(summary: dict, out: str) -> str:
                 lines.append(f"  {label}: {m[key]['count']}, e.g. "
                              f"{', '.join(map(str, m[key]['examples']))}")
     if summary["songs_failed"]:
-        lines.append(f"  details: {os.path.join(out, 'failed.jsonl')}")
+        lines.append(f"  details: {os.path.join(out, summary['report_files'][0])}")
     return "\n".join(lines)
 
 

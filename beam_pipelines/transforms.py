@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from wavegen import fetch, preprocess, sources, tfrecord
-from wavegen.dataset import FILENAME_TEMPLATE, DATASET_NAME, DatasetSpec
+from wavegen.dataset import DATASET_NAME, FILENAME_TEMPLATE, DatasetSpec, example
 from wavegen.sources import SongRef
 
 SONGS = "songs"  # tag of the per-song accounting output
@@ -42,7 +42,9 @@ class ProcessSongs(beam.DoFn):
     of its examples are written: a song is written whole or dead-lettered.
 
     Every input leaves exactly one record on the SONGS output: `written` with its chunk
-    count, or `failed` with a reason and detail. A failure never stops the pipeline.
+    count, or `failed` with a reason and detail. A bad song never stops the pipeline;
+    an error writing the spill file (the output's, not the song's) fails the bundle, for
+    the runner to retry.
     """
 
     def __init__(self, spec: DatasetSpec, silence_db: float, spill_dir: str,
@@ -89,8 +91,8 @@ class ProcessSongs(beam.DoFn):
         except fetch.FetchError as e:
             yield self._failed(song, e.reason, e.detail, stats, extra={
                 "url": e.url, "http_status": e.status, "attempts": e.attempts})
-        except (OSError, zipfile.BadZipFile) as e:
-            yield self._failed(song, preprocess.UNREADABLE, f"{song.where}: {e}", stats)
+        except OSError:  # writing the spill file: the output's trouble, let Beam retry
+            raise
         except Exception as e:  # a bug must not lose the song: dead-letter it, loudly
             log.exception("internal error on %s", song.where)
             last = traceback.format_exception_only(type(e), e)[-1].strip()
@@ -112,24 +114,31 @@ class ProcessSongs(beam.DoFn):
         from apache_beam.io.filesystems import FileSystems
 
         chunks = self._chunks(song, stats)
-        first = next(chunks)  # raises SongFailure before anything is written
+        first = next(chunks)  # no chunk at all: SongFailure before anything is written
         path = os.path.join(self.spill_dir, preprocess.spill_name(song.song_id))
         refs, offset = [], 0
-        with FileSystems.create(path, compression_type="uncompressed") as f:
-            for index, bins in enumerate(itertools.chain([first], chunks)):
-                data = self._features.serialize_example({
-                    "audio": bins, "song_id": song.song_id, "chunk_index": index,
-                    "genre": song.genre})
-                f.write(data)
-                refs.append((song.split, preprocess.example_key(song.song_id, index),
-                             (path, offset, len(data))))
-                offset += len(data)
+        try:
+            with FileSystems.create(path, compression_type="uncompressed") as f:
+                for index, bins in enumerate(itertools.chain([first], chunks)):
+                    data = self._features.serialize_example(
+                        example(self.spec, bins, song.song_id, index, song.genre))
+                    f.write(data)
+                    refs.append((song.split, preprocess.example_key(song.song_id, index),
+                                 (path, offset, len(data))))
+                    offset += len(data)
+        except preprocess.SongFailure:  # e.g. silent to the end: drop what was spilled
+            FileSystems.delete([path])
+            raise
         return refs
 
     def _chunks(self, song: SongRef, stats: preprocess.SongStats):
-        with sources.open_song(song, self._archives, self.fetch_cfg) as source:
-            yield from preprocess.song_chunks(source, song.where, self.spec, stats,
-                                              self.silence_db)
+        """The song's chunks; trouble reading it becomes SongFailure(UNREADABLE)."""
+        try:
+            with sources.open_song(song, self._archives, self.fetch_cfg) as source:
+                yield from preprocess.song_chunks(source, song.where, self.spec, stats,
+                                                  self.silence_db)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise preprocess.SongFailure(preprocess.UNREADABLE, f"{song.where}: {e}") from e
 
     def _failed(self, song, reason, detail, stats, extra=None):
         self.songs_failed.inc()

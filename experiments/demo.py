@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from wavegen.dataset import INFO_FILE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 
@@ -56,7 +58,7 @@ def corpus_step(d: str) -> str:
 
 def pipeline_step(d: str, songs: str, metadata: str | None) -> str:
     data = os.path.join(d, "data")
-    if os.path.exists(os.path.join(data, "dataset_info.json")):
+    if os.path.exists(os.path.join(data, INFO_FILE)):
         print(f"==> pipeline: reusing the dataset in {data}")
         return data
     cmd = [PY, "-m", "beam_pipelines.preprocess", f"--input={songs}", f"--output_dir={data}",
@@ -64,18 +66,27 @@ def pipeline_step(d: str, songs: str, metadata: str | None) -> str:
     if metadata:
         cmd += [f"--metadata={metadata}", "--genre_from=fma", "--split_from=fma"]
     else:
-        cmd += ["--genre_from=folder", "--split=train:0.8,validation:0.2"]
+        # Genre folders for a folder of songs; an archive's or a URL's folders (FMA's
+        # 000..155 buckets) are not genres.
+        by_folder = not songs.lower().endswith((".zip", ".urls"))
+        cmd += [f"--genre_from={'folder' if by_folder else 'none'}",
+                "--split=train:0.8,validation:0.2"]
     _run(cmd, "preprocessing songs into training shards (Beam)")
     return data
 
 
-def train_step(d: str, data: str, steps: int | None) -> str:
-    run = os.path.join(d, "run")
+def train_step(d: str, data: str, steps: int | None, real: bool) -> str:
+    """The demo experiment; with --steps, its own run directory and a schedule to match."""
+    run = os.path.join(d, f"run-{steps}steps" if steps else "run")
     summary = os.path.join(run, "run_summary.json")
-    # A shorter or longer run than the demo experiment's keeps its warmup a sixth or less.
-    extra = [f"train.steps={steps}", f"optim.warmup_steps={max(1, min(50, steps // 6))}"] \
-        if steps else []
-    if os.path.exists(summary) and (not steps or _load(summary)["steps"] >= steps):
+    extra = []
+    if steps:
+        extra += [f"train.steps={steps}", f"optim.warmup_steps={max(1, min(500, steps // 6))}",
+                  f"train.eval_every={max(50, steps // 20)}",
+                  f"train.checkpoint_every={max(100, steps // 10)}"]
+    if real:  # a real validation split can be big: score a sample of it at each evaluation
+        extra += ["train.eval_batches=50"]
+    if os.path.exists(summary):
         print(f"==> training: reusing the finished run in {run}")
         return run
     _run([PY, "experiments/train.py", "+experiment=demo", f"data.dir={data}",
@@ -84,7 +95,7 @@ def train_step(d: str, data: str, steps: int | None) -> str:
 
 
 def sample_step(d: str, run: str) -> str:
-    out = os.path.join(d, "samples")
+    out = os.path.join(d, "samples" + os.path.basename(run)[len("run"):])
     page = os.path.join(out, "index.html")
     ckpts = os.path.join(run, "checkpoints")
     newest = max((os.path.getmtime(os.path.join(ckpts, s)) for s in os.listdir(ckpts)),
@@ -145,7 +156,7 @@ def main(argv=None):
     os.makedirs(args.dir, exist_ok=True)
     songs = args.songs or corpus_step(args.dir)
     data = pipeline_step(args.dir, songs, args.metadata)
-    run = train_step(args.dir, data, args.steps)
+    run = train_step(args.dir, data, args.steps, real=bool(args.songs))
     out = sample_step(args.dir, run)
     report(args.dir, data, run, out)
     print(f"demo finished in {time.time() - t0:.0f} s")

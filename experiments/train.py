@@ -21,6 +21,7 @@ reexec_with_hugepage_malloc()
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import MissingMandatoryValue  # noqa: E402
 
@@ -35,17 +36,25 @@ log = logging.getLogger("wavegen.train")
 def main(cfg: DictConfig) -> float | None:
     for noisy in ("absl", "jax"):  # orbax's per-save chatter, JAX's backend probing
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    workdir = HydraConfig.get().runtime.output_dir
+    hydra_cfg = HydraConfig.get()
+    workdir = hydra_cfg.runtime.output_dir
     with open(os.path.join(workdir, "config.yaml"), "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
     try:
+        if cfg.train.distributed and not any(o.startswith("hydra.run.dir=")
+                                             for o in hydra_cfg.overrides.hydra):
+            raise trainer.TrainingError(
+                "train.distributed=true needs hydra.run.dir=... (the same shared directory "
+                "on every host): the default is a timestamp, different on each host")
         model_cfg, optim_cfg, run = schema.to_train_job(cfg)
         summary = trainer.train_and_evaluate(model_cfg, optim_cfg, run, workdir)
-    except MissingMandatoryValue as e:
-        log.error("missing a required setting: %s (e.g. %s=...)", e.full_key, e.full_key)
-        sys.exit(1)
-    except (trainer.TrainingError, ValueError) as e:
-        log.error("%s", e)
+    except (MissingMandatoryValue, trainer.TrainingError, ValueError) as e:
+        if isinstance(e, MissingMandatoryValue):
+            log.error("missing a required setting: %s (e.g. %s=...)", e.full_key, e.full_key)
+        else:
+            log.error("%s", e)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return float("nan")  # this job failed; the sweep goes on (and says so)
         sys.exit(1)
     return summary["best_val_bits"]
 

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from experiments import demo_corpus
 from wavegen import audio, preprocess

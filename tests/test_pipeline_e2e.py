@@ -194,12 +194,38 @@ def test_a_run_where_everything_fails_leaves_no_dataset(corpus, tmp_path):
     assert json.loads((out / "summary.json").read_text())["songs_failed"] == 2
 
 
-def test_bad_command_lines_give_one_clear_error(corpus, tmp_path):
+@pytest.mark.slow
+def test_a_run_that_writes_nothing_keeps_the_dataset_already_there(cli_run, corpus,
+                                                                    tmp_path):
+    import shutil
+
+    from beam_pipelines import preprocess as pipeline
+
+    out = tmp_path / "kept"
+    shutil.copytree(cli_run[0], out)
+    before = sorted(os.listdir(out))
+    stale = out / ".staging-0123456789ab" / "spill"
+    stale.mkdir(parents=True)
+    (stale / "x.examples").write_bytes(b"left by a killed run")
+    code = pipeline.run([f"--input={corpus}/rock/empty.mp3", f"--output_dir={out}",
+                         "--overwrite"])
+    assert code == 1
+    after = sorted(os.listdir(out))
+    assert set(after) - set(before) == {"failed.latest.jsonl", "summary.latest.json"}
+    assert read_all(out).keys() == read_all(cli_run[0]).keys()  # still readable, unchanged
+    assert json.loads((out / "summary.latest.json").read_text())["songs_failed"] == 1
+
+
+def test_bad_command_lines_give_one_clear_error(corpus, tmp_path, caplog):
     from beam_pipelines import preprocess as pipeline
 
     assert pipeline.run([f"--input={tmp_path}/nope", f"--output_dir={tmp_path}/o"]) == 2
     assert pipeline.run([f"--input={corpus}", f"--output_dir={tmp_path}/o",
                          "--split=train:0.5"]) == 2
+    with caplog.at_level("ERROR"):
+        assert pipeline.run([f"--input={corpus}", f"--output_dir={tmp_path}/o",
+                             "--fetch_attempts=0"]) == 2
+    assert "max_attempts" in caplog.text
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "dataset_info.json").write_text("{}")

@@ -138,6 +138,8 @@ def test_errors_are_one_clear_line(trained, tmp_path):
         ([f"checkpoint={run_dir}", f"prime={root / 'data' / 'summary.json'}"],
          "prime"),
         ([f"checkpoint={run_dir}", "step=12345"], "no checkpoint at step 12345"),
+        ([f"checkpoint={run_dir}", "seconds=1e-6"], "less than one sample"),
+        ([f"checkpoint={run_dir}", "temperature=nan"], "temperature must be a finite"),
     ]
     for args, message in cases:
         res = run(SAMPLE + args + [f"output_dir={tmp_path}/o"], check=False)

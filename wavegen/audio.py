@@ -7,7 +7,6 @@ stream of blocks: memory stays flat however long the song is.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Iterator
@@ -35,16 +34,6 @@ def is_audio_path(path: str) -> bool:
 # Decoding
 
 
-@dataclasses.dataclass(frozen=True)
-class SourceInfo:
-    """What the decoder says about a source before reading it."""
-
-    sample_rate: int
-    channels: int
-    frames: int  # as declared by the header; may be an estimate (mp3) or a lie
-    format: str
-
-
 def open_audio(source: str | BinaryIO, name: str | None = None) -> sf.SoundFile:
     """Opens a file path or a binary file object for reading; raises AudioDecodeError."""
     name = name or str(source)
@@ -57,10 +46,6 @@ def open_audio(source: str | BinaryIO, name: str | None = None) -> sf.SoundFile:
         raise AudioDecodeError(
             f"{name}: header declares {handle.samplerate} Hz, {handle.channels} channels")
     return handle
-
-
-def source_info(handle: sf.SoundFile) -> SourceInfo:
-    return SourceInfo(handle.samplerate, handle.channels, handle.frames, handle.format)
 
 
 def mono_blocks(handle: sf.SoundFile, name: str,

@@ -23,6 +23,7 @@ UNKNOWN_GENRE = "unknown"
 # The TFDS shard file names: wavegen-train.tfrecord-00000-of-00004
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 METADATA_VERSION = 1
+INFO_FILE = "dataset_info.json"  # written last: without it a directory is no dataset
 
 
 class DatasetError(ValueError):
@@ -126,7 +127,7 @@ def load_dataset_spec(data_dir: str) -> DatasetSpec:
     """Reads a dataset directory's DatasetSpec, with one clear error if it is not one."""
     if not _exists(data_dir):
         raise DatasetError(f"dataset directory {data_dir} does not exist")
-    info = os.path.join(data_dir, "dataset_info.json")
+    info = os.path.join(data_dir, INFO_FILE)
     if not _exists(info):
         raise DatasetError(f"{data_dir} is not a complete dataset: no dataset_info.json "
                            "(was the pipeline run to the end?)")
@@ -142,13 +143,21 @@ def load_dataset_spec(data_dir: str) -> DatasetSpec:
     return DatasetSpec.from_metadata(md, where=path)
 
 
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
 def _exists(path: str) -> bool:
+    if _is_local(path):
+        return os.path.exists(path)
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.exists(path)
 
 
 def _open(path: str):
+    if _is_local(path):
+        return open(path, encoding="utf-8")
     import io
 
     from apache_beam.io.filesystems import FileSystems

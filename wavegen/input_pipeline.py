@@ -40,7 +40,6 @@ Multi-host: each process reads its own `tfds.even_splits` part of the split
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
 
@@ -280,8 +279,12 @@ def unigram_entropy_bits(data_dir: str, split: str) -> float:
     return entropy_bits(bin_histogram(data_dir, split))
 
 
-def batches_per_epoch(data_dir: str, split: str, global_batch: int) -> int:
-    """How many global batches one pass over the split gives (rounded up)."""
-    tfds = _tfds()
-    n = tfds.builder_from_directory(data_dir).info.splits[split].num_examples
-    return math.ceil(n / global_batch)
+def check_splits(data_dir: str, *splits: str) -> None:
+    """One clear error, before any step, if a split is missing or empty."""
+    info = _tfds().builder_from_directory(data_dir).info.splits
+    for split in splits:
+        if split not in info or info[split].num_examples == 0:
+            have = ", ".join(f"{k} ({v.num_examples})" for k, v in sorted(info.items()))
+            raise ValueError(f"{data_dir} has no examples in split {split!r} (it has: "
+                             f"{have or 'none'}); re-run the pipeline with a --split that "
+                             "gives it songs, or choose data.train_split/data.eval_split")

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from wavegen import audio
+from wavegen import audio, fetch
 from wavegen.dataset import DatasetSpec
 
 # Why a song was not written. Stable names: they key failed.jsonl, the summary and metrics.
@@ -22,7 +22,7 @@ NO_AUDIO = "no_audio"  # opened, but decoded zero frames (empty or truncated str
 SILENT = "silent"  # peak below the silence threshold over the whole song
 TOO_SHORT = "too_short"  # fewer samples than one chunk
 UNREADABLE = "unreadable"  # the file could not be read (I/O error)
-TOO_LARGE = "too_large"  # over --max_song_bytes
+TOO_LARGE = fetch.TOO_LARGE  # over --max_song_bytes (a file, a member or a download)
 NO_METADATA = "no_metadata"  # --split_from=fma, and the metadata has no split for it
 INTERNAL_ERROR = "internal_error"  # a bug: the traceback's last line is in the detail
 
@@ -59,10 +59,11 @@ def song_chunks(source: str | BinaryIO, name: str, spec: DatasetSpec, stats: Son
     """Decodes, mixes down, resamples, quantizes and chunks one song, streaming.
 
     Yields `spec.chunk_samples`-long arrays of bins as they complete; memory holds one
-    decode block and one chunk, whatever the song's length. Raises SongFailure (before
-    yielding anything) for a song that gives no chunks. Chunks are held back only while
-    everything so far is below the silence threshold, so an entirely silent song is
-    rejected without having emitted anything.
+    decode block and one chunk, whatever the song's length (or its silent intro). The
+    verdict comes at the end: SongFailure is raised for a song that gives no chunks, and
+    also, after its chunks were yielded, for one that stayed below the silence threshold
+    throughout. Consumers treat the chunks as provisional until the generator finishes
+    (the pipeline spills them and emits their references only then).
     """
     try:
         handle = audio.open_audio(source, name)
@@ -70,7 +71,6 @@ def song_chunks(source: str | BinaryIO, name: str, spec: DatasetSpec, stats: Son
         raise SongFailure(UNDECODABLE, str(e)) from e
     threshold = audio.db_to_amplitude(silence_db)
     chunker = audio.Chunker(spec.chunk_samples, spec.context_samples)
-    held: list[np.ndarray] = []
     audible = False
     with handle:
         stats.source_rate, stats.channels = handle.samplerate, handle.channels
@@ -94,13 +94,6 @@ def song_chunks(source: str | BinaryIO, name: str, spec: DatasetSpec, stats: Son
                 stats.peak = max(stats.peak, float(np.max(np.abs(y))))
                 audible = audible or stats.peak > threshold
                 for chunk in chunker.push(audio.quantize(y, spec.quantization, spec.bits)):
-                    if not audible:
-                        held.append(chunk)
-                        continue
-                    for c in held:
-                        stats.chunks += 1
-                        yield c
-                    held.clear()
                     stats.chunks += 1
                     yield chunk
             if block is None:
@@ -203,13 +196,14 @@ def song_record(song, status: str, *, reason: str = "", detail: str = "",
                 extra: dict | None = None) -> dict:
     """The one line every input song gets in songs.jsonl (and failed.jsonl if failed)."""
     stats = stats or SongStats()
+    written = status == WRITTEN
     rec = {
         "song_id": song.song_id, "path": song.where, "input": song.input,
         "split": song.split, "genre": song.genre, "status": status,
-        "chunks": stats.chunks,
+        "chunks": stats.chunks if written else 0,
         "seconds": round(stats.seconds_in, 3),
         "target_seconds": round(stats.chunks * spec.target_samples / spec.sample_rate, 3)
-        if spec else 0.0,
+        if spec and written else 0.0,
     }
     if reason:
         rec["reason"], rec["detail"] = reason, detail

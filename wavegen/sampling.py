@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from wavegen import audio, checkpoint as ckpt_lib, generate, model as model_lib, report
 from wavegen import train as train_lib
-from wavegen.dataset import DatasetSpec
+from wavegen.dataset import UNKNOWN_GENRE, DatasetSpec
 
 log = logging.getLogger("wavegen.sample")
 
@@ -48,12 +49,13 @@ class SampleConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if not self.seconds > 0:
+        if not (self.seconds > 0 and math.isfinite(self.seconds)):
             raise SamplingError(f"seconds must be > 0, got {self.seconds}")
         if self.num_samples < 1:
             raise SamplingError(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.temperature < 0:
-            raise SamplingError(f"temperature must be >= 0, got {self.temperature}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise SamplingError(f"temperature must be a finite number >= 0, got "
+                                f"{self.temperature}")
         if self.prime is not None and not self.prime_seconds > 0:
             raise SamplingError(f"prime_seconds must be > 0, got {self.prime_seconds}")
         if self.genre is not None and self.each_genre:
@@ -88,20 +90,22 @@ def load(run_path: str, step: str = "latest", use_ema: bool = False) -> Loaded:
     run_dir, ckpt_dir = _checkpoint_dir(run_path)
     ckpts = ckpt_lib.Checkpoints(ckpt_dir, create=False)
     try:
-        n = ckpts.resolve(step)
-        meta = ckpts.meta(n)
-        model_cfg = ckpt_lib.model_config_from_meta(meta)
-        spec = ckpt_lib.dataset_spec_from_meta(meta)
-        optim_cfg = train_lib.OptimConfig(**meta.get("optim", {}))
-    except (ckpt_lib.CheckpointError, TypeError, ValueError) as e:
-        raise SamplingError(f"{ckpt_dir}: {e}") from e
-    graphdef, target = train_lib.create_train_state(model_cfg, optim_cfg)
-    if use_ema and target.ema_params is None:
-        raise SamplingError(f"{run_dir} kept no EMA of its parameters (trained with "
-                            "optim.ema_decay=0); use use_ema=false")
-    target = jax.tree.map(np.asarray, target)
-    params = ckpts.restore_params(n, target, use_ema=use_ema)
-    ckpts.close()
+        try:
+            n = ckpts.resolve(step)
+            meta = ckpts.meta(n)
+            model_cfg = ckpt_lib.model_config_from_meta(meta)
+            spec = ckpt_lib.dataset_spec_from_meta(meta)
+            optim_cfg = train_lib.OptimConfig(**meta.get("optim", {}))
+        except (ckpt_lib.CheckpointError, TypeError, ValueError) as e:
+            raise SamplingError(f"{ckpt_dir}: {e}") from e
+        graphdef, target = train_lib.create_train_state(model_cfg, optim_cfg)
+        if use_ema and target.ema_params is None:
+            raise SamplingError(f"{run_dir} kept no EMA of its parameters (trained with "
+                                "optim.ema_decay=0); use use_ema=false")
+        target = jax.tree.map(np.asarray, target)
+        params = ckpts.restore_params(n, target, use_ema=use_ema)
+    finally:
+        ckpts.close()
     return Loaded(graphdef, params, model_cfg, spec, n, run_dir)
 
 
@@ -114,6 +118,9 @@ def prime_bins(path: str, spec: DatasetSpec, seconds: float) -> np.ndarray:
         x = audio.load_audio(path, spec.sample_rate, max_seconds=seconds)
     except audio.AudioDecodeError as e:
         raise SamplingError(f"prime {e}") from e
+    if len(x) == 0:
+        raise SamplingError(f"prime {path}: prime_seconds={seconds} is less than one sample "
+                            f"at {spec.sample_rate} Hz")
     return audio.quantize(x, spec.quantization, spec.bits).astype(np.int32)
 
 
@@ -124,7 +131,7 @@ def _streams(cfg: SampleConfig, loaded: Loaded) -> list[str | None]:
         raise SamplingError("this model was trained without genre conditioning; leave "
                             "genre unset")
     if cfg.each_genre:
-        names = [g for g in spec.genres if g != "unknown"] or list(spec.genres)
+        names = [g for g in spec.genres if g != UNKNOWN_GENRE] or list(spec.genres)
         return [g for g in names for _ in range(cfg.num_samples)]
     if cfg.genre is not None:
         try:
@@ -133,7 +140,7 @@ def _streams(cfg: SampleConfig, loaded: Loaded) -> list[str | None]:
             raise SamplingError(str(e)) from e
         return [cfg.genre] * cfg.num_samples
     if conditioned:  # no genre asked: the dataset's catch-all label
-        return ["unknown"] * cfg.num_samples
+        return [UNKNOWN_GENRE] * cfg.num_samples
     return [None] * cfg.num_samples
 
 
@@ -144,6 +151,9 @@ def sample(cfg: SampleConfig) -> dict:
     genres = _streams(cfg, loaded)
     prime = prime_bins(cfg.prime, spec, cfg.prime_seconds) if cfg.prime else None
     length = int(round(cfg.seconds * spec.sample_rate))
+    if length < 1:
+        raise SamplingError(f"seconds={cfg.seconds} is less than one sample at "
+                            f"{spec.sample_rate} Hz")
     batch = len(genres)
     genre_idx = None if genres[0] is None else np.array(
         [spec.genre_index(g) for g in genres], np.int32)

@@ -119,15 +119,15 @@ def expand_input(spec: str, genre_from: str = "none") -> list[SongRef]:
     fs = _fs()
     if genre_from not in GENRE_FROM:
         raise SourceError(f"--genre_from must be one of {GENRE_FROM}, got {genre_from!r}")
-    if _GLOB_CHARS.search(spec):
+    literal = _is_local(spec) and os.path.exists(_local(spec))  # 'Album [FLAC]/' is a folder
+    if _GLOB_CHARS.search(spec) and not literal:
         prefix = _GLOB_CHARS.split(spec, 1)[0]
         base = os.path.dirname(prefix) if _is_local(spec) else posixpath.dirname(prefix)
         found = [m for m in fs.match([spec])[0].metadata_list if _is_input_file(m.path)]
         kind = "glob"
     elif _is_local(spec) and os.path.isdir(_local(spec)):
         base = spec.rstrip("/") or "/"
-        found = [m for m in fs.match([fs.join(base, "**")])[0].metadata_list
-                 if audio.is_audio_path(m.path)]
+        found = [m for m in _walk(_local(base)) if audio.is_audio_path(m.path)]
         kind = "folder"
     elif fs.exists(spec):
         base = os.path.dirname(spec) if _is_local(spec) else posixpath.dirname(spec)
@@ -162,6 +162,24 @@ def expand_input(spec: str, genre_from: str = "none") -> list[SongRef]:
                 genre=_parent_name(m.path) if genre_from == "folder" else UNKNOWN_GENRE,
                 size=int(m.size_in_bytes), track_id=_track_id(rel)))
     return songs
+
+
+@dataclasses.dataclass(frozen=True)
+class _Found:
+    path: str
+    size_in_bytes: int
+
+
+def _walk(folder: str) -> list[_Found]:
+    """Every file under a local folder (taken literally: '[' or '*' in its name are not
+    wildcards), in a stable order."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            out.append(_Found(path, os.path.getsize(path)))
+    return out
 
 
 def _track_id(name: str) -> int:

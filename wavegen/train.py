@@ -269,16 +269,6 @@ def unreplicate(tree: Any) -> Any:
     return jax.tree.map(lambda x: x[0], tree)
 
 
-def check_batch(batch: dict, model_cfg: ModelConfig) -> None:
-    """Host-side check of a batch before it is dispatched (genre indices in range)."""
-    if model_cfg.num_genres:
-        genre = np.asarray(batch["genre"])
-        if genre.size and (genre.min() < 0 or genre.max() >= model_cfg.num_genres):
-            bad = genre.min() if genre.min() < 0 else genre.max()
-            raise ValueError(f"batch has genre index {bad}, out of range for the model's "
-                             f"{model_cfg.num_genres} genres")
-
-
 # --------------------------------------------------------------------------------------
 # Evaluation over a split
 

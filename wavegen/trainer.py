@@ -127,16 +127,17 @@ def _differences(a: dict, b: dict) -> list[str]:
 
 
 def check_same_run(stored: dict, meta: dict, where: str) -> None:
-    """Refuses to resume a checkpoint of another model or dataset, naming the differences."""
-    diff = _differences(stored["model_config"], meta["model_config"])
-    if diff:
-        raise TrainingError(f"{where} holds checkpoints of a different model config "
-                            f"({'; '.join(diff)}); use a new run directory "
-                            "(hydra.run.dir=...) or the same model settings")
-    diff = _differences(stored["dataset"], meta["dataset"])
-    if diff:
-        raise TrainingError(f"{where} holds checkpoints trained on a dataset with other "
-                            f"audio settings ({'; '.join(diff)})")
+    """Refuses to resume a checkpoint of another model, dataset, optimizer or data stream
+    (any of which would break the exact continuation), naming the differences."""
+    for key, what in (("model_config", "a different model config"),
+                      ("dataset", "a dataset with other audio settings"),
+                      ("optim", "other optimizer settings"),
+                      ("stream", "another data stream (batch, seed, targets, split)")):
+        diff = _differences(stored.get(key, {}), meta[key])
+        if diff:
+            raise TrainingError(f"{where} holds checkpoints of {what} ({'; '.join(diff)}); "
+                                "use a new run directory (hydra.run.dir=...) or the same "
+                                "settings")
 
 
 class _SigTerm:
@@ -258,7 +259,12 @@ def train_and_evaluate(model_cfg: model_lib.ModelConfig, optim_cfg: train_lib.Op
     rf = model_lib.receptive_field(model_cfg)
     targets = run.targets or spec.target_samples
     os.makedirs(workdir, exist_ok=True)
-    meta = ckpt_lib.run_meta(model_cfg, spec, optim=dataclasses.asdict(optim_cfg))
+    input_pipeline.check_splits(run.data_dir, run.train_split, run.eval_split)
+    stream = {"batch_size": run.batch_size, "seed": run.seed, "targets": targets,
+              "shuffle_buffer": run.shuffle_buffer, "train_split": run.train_split,
+              "devices": n_total}
+    meta = ckpt_lib.run_meta(model_cfg, spec, optim=dataclasses.asdict(optim_cfg),
+                             stream=stream)
 
     ckpts = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"), run.keep_checkpoints)
     latest = ckpts.latest_step()
@@ -324,7 +330,7 @@ def train_and_evaluate(model_cfg: model_lib.ModelConfig, optim_cfg: train_lib.Op
                     bar.update(1)
                 is_eval = step % run.eval_every == 0 or step == run.steps
                 is_ckpt = step % run.checkpoint_every == 0 or step == run.steps
-                stop = sigterm.requested
+                stop = _agree(sigterm.requested)
                 if not (step % run.log_every == 0 or is_eval or is_ckpt or stop):
                     continue
                 jax.block_until_ready(rstate.params)
@@ -347,6 +353,7 @@ def train_and_evaluate(model_cfg: model_lib.ModelConfig, optim_cfg: train_lib.Op
                         history["unigram_bits"] = ev["unigram_bits"]
                         if history["best_val_bits"] is None or val_bits < history["best_val_bits"]:
                             history.update(best_val_bits=val_bits, best_step=step)
+                            is_ckpt = True  # the best is always kept as a checkpoint
                     metrics_log.write(record)
                     _show(bar, record, run, step, t_start)
                     window = _Window()
@@ -382,6 +389,17 @@ def train_and_evaluate(model_cfg: model_lib.ModelConfig, optim_cfg: train_lib.Op
             json.dump(summary, f, indent=2)
         log.info("%s", format_summary(summary))
     return summary
+
+
+def _agree(flag: bool) -> bool:
+    """True if any process saw the flag (SIGTERM): all processes stop at the same step,
+    so none waits in a collective for a peer that is saving. One host all-gather per step
+    on multi-process runs; free otherwise."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
 
 def _progress(run: RunConfig, start: int, is_main: bool):
