@@ -165,6 +165,19 @@ class BatchIterator:
             next(self._it)
 
 
+def _windows(data_dir: str, receptive_field: int, targets: int | None,
+             per_device_batch: int, num_devices: int | None):
+    """What both streams need: (spec, devices, window length, (first, last) window start).
+    `targets` None: the chunk's target samples."""
+    spec = load_dataset_spec(data_dir)
+    targets = spec.target_samples if targets is None else int(targets)
+    check_window(spec, receptive_field, targets)
+    if per_device_batch < 1:
+        raise ValueError(f"per_device_batch must be >= 1, got {per_device_batch}")
+    return (spec, _local_devices(num_devices), window_length(receptive_field, targets),
+            _window_bounds(spec, receptive_field, targets))
+
+
 def train_batches(data_dir: str, *, receptive_field: int, per_device_batch: int,
                   targets: int | None = None, seed: int = 0, split: str = "train",
                   shuffle_buffer: int = 512, num_devices: int | None = None,
@@ -176,14 +189,8 @@ def train_batches(data_dir: str, *, receptive_field: int, per_device_batch: int,
     epoch); a smaller T crops a seeded random window from the target region.
     """
     tf = _tf()
-    spec = load_dataset_spec(data_dir)
-    targets = spec.target_samples if targets is None else int(targets)
-    check_window(spec, receptive_field, targets)
-    if per_device_batch < 1:
-        raise ValueError(f"per_device_batch must be >= 1, got {per_device_batch}")
-    devices = _local_devices(num_devices)
-    length = window_length(receptive_field, targets)
-    lo, hi = _window_bounds(spec, receptive_field, targets)
+    spec, devices, length, (lo, hi) = _windows(data_dir, receptive_field, targets,
+                                               per_device_batch, num_devices)
 
     def crop(position, ex):
         if hi > lo:
@@ -215,14 +222,8 @@ def eval_batches(data_dir: str, *, receptive_field: int, per_device_batch: int,
     batch has the same shape for pmap.
     """
     tf = _tf()
-    spec = load_dataset_spec(data_dir)
-    targets = spec.target_samples
-    check_window(spec, receptive_field, targets)
-    if per_device_batch < 1:
-        raise ValueError(f"per_device_batch must be >= 1, got {per_device_batch}")
-    devices = _local_devices(num_devices)
-    length = window_length(receptive_field, targets)
-    start, _ = _window_bounds(spec, receptive_field, targets)
+    spec, devices, length, (start, _) = _windows(data_dir, receptive_field, None,
+                                                 per_device_batch, num_devices)
 
     def crop(ex):
         return {"audio": tf.cast(ex["audio"][start:start + length], tf.int32),

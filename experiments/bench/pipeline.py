@@ -60,8 +60,13 @@ def make_mp3s(folder: str, n: int, distinct: int = 10, seconds: float = 30.0) ->
     return paths
 
 
-def bare_floor(paths: list[str], sample_rate=16000, bits=8) -> float:
-    """Seconds per song for decode + mixdown + resample + quantize, one plain loop."""
+def bare_floor(paths: list[str]) -> float:
+    """Seconds per song for decode + mixdown + resample + quantize, one plain loop, at the
+    pipeline's own default rate and bits."""
+    from beam_pipelines.preprocess import build_parser
+
+    defaults = build_parser()
+    sample_rate, bits = defaults.get_default("sample_rate"), defaults.get_default("bits")
     t0 = time.perf_counter()
     for p in paths:
         with sf.SoundFile(p) as f:
