@@ -33,7 +33,7 @@ demo: setup
 
 # Every benchmark, one table, also written as JSON (bench_results/bench.json).
 bench: setup
-	$(PY) -m experiments.bench.all --json bench_results/bench.json
+	$(PY) -m experiments.bench.run_all --json bench_results/bench.json
 
 # Re-pin the whole environment after changing pyproject.toml's direct pins.
 lock:

@@ -31,8 +31,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines.transforms import Preprocess, shard_filename
-from wavegen import fetch, fma, preprocess, sources, tfrecord
-from wavegen.dataset import (DATASET_NAME, FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features,
+from wavegen.ingest import fetch
+from wavegen.ingest import fma_metadata as fma
+from wavegen.ingest import song_chunks as preprocess
+from wavegen.ingest import sources
+from wavegen.ingest import tfrecord_framing as tfrecord
+from wavegen.data.dataset import (DATASET_NAME, FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features,
                              genre_names)
 
 log = logging.getLogger("wavegen.pipeline")

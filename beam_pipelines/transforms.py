@@ -23,9 +23,12 @@ import zipfile
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from wavegen import fetch, preprocess, sources, tfrecord
-from wavegen.dataset import DATASET_NAME, FILENAME_TEMPLATE, DatasetSpec, example
-from wavegen.sources import SongRef
+from wavegen.ingest import fetch
+from wavegen.ingest import song_chunks as preprocess
+from wavegen.ingest import sources
+from wavegen.ingest import tfrecord_framing as tfrecord
+from wavegen.data.dataset import DATASET_NAME, FILENAME_TEMPLATE, DatasetSpec, example
+from wavegen.ingest.sources import SongRef
 
 SONGS = "songs"  # tag of the per-song accounting output
 log = logging.getLogger("wavegen.pipeline")
@@ -65,7 +68,7 @@ class ProcessSongs(beam.DoFn):
         self.song_ms = Metrics.distribution(self.__class__, "song_ms")
 
     def setup(self):
-        from wavegen.dataset import features
+        from wavegen.data.dataset import features
 
         self._features = features(self.spec)
         self._archives = sources.ArchiveCache()

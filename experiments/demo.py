@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from wavegen.dataset import INFO_FILE
+from wavegen.data.dataset import INFO_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable

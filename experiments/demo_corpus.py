@@ -2,7 +2,7 @@
 
     .venv/bin/python -m experiments.demo_corpus --out demo/songs [--songs_per_style 8]
 
-Songs come from wavegen.synth (piano waltz, synth techno, ambient pad: different
+Songs come from wavegen.data.synth (piano waltz, synth techno, ambient pad: different
 instruments, scales, tempos and rhythms), written alternately as mp3 and wav at 44.1 kHz
 stereo into `OUT/<style>/`, plus one corrupt file so the pipeline's dead-letter path shows.
 Nothing is downloaded; the same arguments always give the same songs.
@@ -15,7 +15,7 @@ import os
 
 import soundfile as sf
 
-from wavegen import synth
+from wavegen.data import synth
 
 
 def make_corpus(out: str, songs_per_style: int = 8, seconds: float = 8.0,

@@ -10,14 +10,18 @@ DIR/index.html, a listening page that opens from disk.
 """
 
 import logging
+import os
 import sys
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import hydra
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from configs import schema
-from wavegen import sampling
+from experiments import hydra_schema as schema
+from wavegen.generation import sampler as sampling
 
 schema.register_sample()
 log = logging.getLogger("wavegen.sample")

@@ -13,9 +13,12 @@ import logging
 import os
 import sys
 
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # Big XLA:CPU temporaries fault far less with transparent huge pages; glibc reads the
 # setting at start-up, so this re-executes the process once, before anything heavy.
-from wavegen.train import reexec_with_hugepage_malloc
+from wavegen.runtime import reexec_with_hugepage_malloc
 
 reexec_with_hugepage_malloc()
 
@@ -25,8 +28,8 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import MissingMandatoryValue  # noqa: E402
 
-from configs import schema  # noqa: E402
-from wavegen import trainer  # noqa: E402
+from experiments import hydra_schema as schema  # noqa: E402
+from wavegen.training import loop as trainer  # noqa: E402
 
 schema.register()
 log = logging.getLogger("wavegen.train")

@@ -1,4 +1,4 @@
-"""Unit tests of wavegen.audio: quantization, chunking, resampling, streaming decode."""
+"""Unit tests of wavegen.data.audio: quantization, chunking, resampling, streaming decode."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import tone, write_audio
-from wavegen import audio
+from wavegen.data import audio
 
 
 @pytest.mark.parametrize("bits", [8, 10, 16])

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from experiments import demo_corpus
-from wavegen import audio, preprocess
-from wavegen.dataset import DatasetSpec
+from wavegen.data import audio
+from wavegen.ingest import song_chunks as preprocess
+from wavegen.data.dataset import DatasetSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,8 +16,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import MissingMandatoryValue
 
 from conftest import run_pipeline
-from configs import schema
-from wavegen import synth
+from experiments import hydra_schema as schema
+from wavegen.data import synth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")

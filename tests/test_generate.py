@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wavegen import generate as gen
-from wavegen import model as wm
-from wavegen.train import merge_model, split_model
+from wavegen.generation import generator as gen
+from wavegen.model import wavenet as wm
+from wavegen.training.steps import merge_model, split_model
 
 START = gen.silence_bin("mulaw", 8)  # 128: the mu-law bin of 0.0
 

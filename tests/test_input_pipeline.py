@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import run_pipeline, write_audio
 
-from wavegen import input_pipeline as ip
-from wavegen import synth
-from wavegen.dataset import DatasetError, load_dataset_spec
+from wavegen.data import input_pipeline as ip
+from wavegen.data import synth
+from wavegen.data.dataset import DatasetError, load_dataset_spec
 
 SR = 8000
 CONTEXT = 300

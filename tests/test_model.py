@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wavegen import losses
-from wavegen import model as wm
-from wavegen.dataset import DatasetSpec
+from wavegen.model import losses
+from wavegen.model import wavenet as wm
+from wavegen.data.dataset import DatasetSpec
 
 
 def tiny(**kw) -> wm.ModelConfig:
@@ -157,7 +157,7 @@ def test_wrong_genre_is_an_error():
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
         model(bins, jnp.array([0, 1, 2]))
     # Under jit the index cannot be checked on the host: it poisons the output with NaN.
-    from wavegen.train import merge_model, split_model
+    from wavegen.training.steps import merge_model, split_model
 
     graphdef, params = split_model(model)
     out = jax.jit(lambda p, g: merge_model(graphdef, p)(bins, g))(params, jnp.array([0, 7]))
@@ -180,7 +180,7 @@ def test_bad_bins_are_an_error():
 def test_bfloat16_compute_keeps_float32_parameters():
     cfg = tiny(dtype="bfloat16")
     model = wm.create_model(cfg, seed=5)
-    from wavegen.train import split_model
+    from wavegen.training.steps import split_model
 
     _, params = split_model(model)
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}

@@ -14,8 +14,9 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from conftest import tone, write_audio
-from wavegen import audio, preprocess
-from wavegen.dataset import load_dataset_spec
+from wavegen.data import audio
+from wavegen.ingest import song_chunks as preprocess
+from wavegen.data.dataset import load_dataset_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK_ARGS = ["--chunk_seconds=0.5", "--context_samples=1000",

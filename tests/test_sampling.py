@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from conftest import run_pipeline, write_audio
-from wavegen import synth
+from wavegen.data import synth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = [sys.executable, os.path.join(ROOT, "experiments", "sample.py")]

@@ -1,4 +1,4 @@
-"""Listing and reading zip archives and URL lists (wavegen.sources)."""
+"""Listing and reading zip archives and URL lists (wavegen.ingest.sources)."""
 
 import io
 import json
@@ -10,8 +10,10 @@ import pytest
 
 from conftest import run_pipeline
 from fma_fixture import mp3_bytes, write_fma_zip
-from wavegen import fetch, preprocess, sources
-from wavegen.dataset import DatasetSpec
+from wavegen.ingest import fetch
+from wavegen.ingest import song_chunks as preprocess
+from wavegen.ingest import sources
+from wavegen.data.dataset import DatasetSpec
 
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=3000,
                    context_samples=500)

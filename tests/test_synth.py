@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wavegen import synth
+from wavegen.data import synth
 
 SR = 16000
 

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 from conftest import run_pipeline, write_audio
 
-from wavegen import audio, synth
-from wavegen import input_pipeline as ip
-from wavegen import model as wm
-from wavegen import train as wt
-from wavegen.dataset import DatasetSpec, load_dataset_spec
+from wavegen.data import audio
+from wavegen.data import synth
+from wavegen.data import input_pipeline as ip
+from wavegen.model import wavenet as wm
+from wavegen.training import steps as wt
+from wavegen.data.dataset import DatasetSpec, load_dataset_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,7 +92,8 @@ def test_train_state_is_a_pytree_of_arrays():
 EIGHT_DEVICES = textwrap.dedent("""
     import functools, json
     import jax, numpy as np
-    from wavegen import model as wm, train as wt
+    from wavegen.model import wavenet as wm
+    from wavegen.training import steps as wt
 
     assert jax.local_device_count() == 8, jax.devices()
     cfg = wm.preset("tiny", num_classes=256, num_genres=3)

@@ -13,9 +13,10 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines.transforms import SONGS, Preprocess, ProcessSongs, WriteShards
 from conftest import tone, write_audio
-from wavegen import preprocess, tfrecord
-from wavegen.dataset import DatasetSpec, features
-from wavegen.sources import SongRef
+from wavegen.ingest import song_chunks as preprocess
+from wavegen.ingest import tfrecord_framing as tfrecord
+from wavegen.data.dataset import DatasetSpec, features
+from wavegen.ingest.sources import SongRef
 
 SPEC = DatasetSpec(sample_rate=8000, quantization="mulaw", bits=8, chunk_samples=2000,
                    context_samples=500, genres=("a", "unknown"))

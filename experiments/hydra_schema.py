@@ -23,10 +23,10 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from wavegen import model as model_lib
-from wavegen.sampling import SampleConfig
-from wavegen.train import OptimConfig
-from wavegen.trainer import RunConfig
+from wavegen.model import wavenet as model_lib
+from wavegen.generation.sampler import SampleConfig
+from wavegen.training.steps import OptimConfig
+from wavegen.training.loop import RunConfig
 
 # Keys of the `data` group: RunConfig fields under their Hydra names.
 DATA_KEYS = {"dir": "data_dir", "train_split": "train_split", "eval_split": "eval_split",

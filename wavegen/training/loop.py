@@ -2,11 +2,11 @@
 
 `train_and_evaluate(model_cfg, optim_cfg, run, workdir)` trains data-parallel on every
 local device (jax.pmap), evaluates, checkpoints and resumes; the steps it calls are the
-pure functions of `wavegen.train`. It writes into `workdir`:
+pure functions of `wavegen.training.steps`. It writes into `workdir`:
 
 - `checkpoints/`: orbax steps every `checkpoint_every` and at the end (the last
   `keep_checkpoints` and the best by validation bits/sample), each with the model config,
-  the dataset spec and the data iterator's position (`wavegen.checkpoint`);
+  the dataset spec and the data iterator's position (`wavegen.training.checkpoints`);
 - `metrics.jsonl`: one JSON object per logged step (`step`, `train_bits`, `lr`,
   `grad_norm`, `samples_per_s`; at evaluations also `val_bits`, `unigram_bits`);
 - `tensorboard/`: the same scalars as TensorBoard event files;
@@ -33,9 +33,11 @@ import time
 import jax
 import numpy as np
 
-from wavegen import checkpoint as ckpt_lib
-from wavegen import input_pipeline, model as model_lib, train as train_lib
-from wavegen.dataset import load_dataset_spec
+from wavegen.training import checkpoints as ckpt_lib
+from wavegen.data import input_pipeline
+from wavegen.model import wavenet as model_lib
+from wavegen.training import steps as train_lib
+from wavegen.data.dataset import load_dataset_spec
 
 log = logging.getLogger("wavegen.train")
 

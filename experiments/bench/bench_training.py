@@ -1,6 +1,6 @@
 """Benchmark of WaveNet training throughput against the machine's matmul peak.
 
-    .venv/bin/python -m experiments.bench.train [--quick] [--json PATH]
+    .venv/bin/python -m experiments.bench.bench_training [--quick] [--json PATH]
         [--presets small,medium] [--dtype float32|bfloat16] [--per_device_batch 8]
         [--targets 8000] [--steps N] [--no-hugepages]
 
@@ -25,7 +25,7 @@
    of the hardware's utilization (MFU-style).
 
 By default the benchmark re-executes itself with glibc's transparent-huge-page malloc
-(`wavegen.train.reexec_with_hugepage_malloc`), as a training entry point should; pass
+(`wavegen.runtime.reexec_with_hugepage_malloc`), as a training entry point should; pass
 --no-hugepages to measure the plain allocator.
 """
 
@@ -41,7 +41,7 @@ import time
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.bench.train",
+    p = argparse.ArgumentParser(prog="python -m experiments.bench.bench_training",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer steps, small only")
     p.add_argument("--json", default="", help="write the results here")
@@ -80,8 +80,8 @@ def train_throughput(preset: str, *, dtype: str, per_device_batch: int, targets:
     import jax
     import numpy as np
 
-    from wavegen import model as wm
-    from wavegen import train as wt
+    from wavegen.model import wavenet as wm
+    from wavegen.training import steps as wt
 
     cfg = wm.preset(preset, num_classes=256, num_genres=0, dtype=dtype)
     rf = wm.receptive_field(cfg)
@@ -131,7 +131,7 @@ def train_throughput(preset: str, *, dtype: str, per_device_batch: int, targets:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.no_hugepages:
-        from wavegen.train import reexec_with_hugepage_malloc
+        from wavegen.runtime import reexec_with_hugepage_malloc
 
         reexec_with_hugepage_malloc()
     import jax

@@ -103,7 +103,7 @@ def sample_mol(key: jax.Array, params: jax.Array, num_classes: int, num_mixtures
                log_scale_min: float = -7.0, temperature: float = 1.0) -> jax.Array:
     """Draws bins (int32) from the mixture: pick a component, then a logistic sample.
 
-    Temperature T (as in wavegen.generate): the mixture logits are divided by T and every
+    Temperature T (as in wavegen.generation.generator): the mixture logits are divided by T and every
     logistic's scale is multiplied by T; T = 0 gives the most likely component's mean.
     """
     logit_probs, means, log_scales = split_mol(params, num_mixtures, log_scale_min)

@@ -18,7 +18,7 @@ Output index t predicts input t + 1: every layer pads on the left only, so the o
 t depends on inputs t - receptive_field + 1 .. t and nothing later. The first
 receptive_field - 1 outputs of a sequence see zero padding; training feeds each chunk's
 last receptive_field - 1 + T samples and scores only the last T outputs, whose context is
-entirely real audio (see `wavegen.input_pipeline`).
+entirely real audio (see `wavegen.data.input_pipeline`).
 
 Input: an embedding of the previous bin (default), not a one-hot vector. The two are the
 same function (a one-hot times a matrix is a row lookup), but the lookup skips a
@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from wavegen import losses
+from wavegen.model import losses
 
 HEADS = ("softmax", "mol")
 INPUT_KINDS = ("embedding", "scalar")

@@ -1,6 +1,6 @@
-"""Benchmark of cached WaveNet generation (`wavegen.generate`) against naive generation.
+"""Benchmark of cached WaveNet generation (`wavegen.generation.generator`) against naive generation.
 
-    .venv/bin/python -m experiments.bench.generate [--quick] [--json PATH]
+    .venv/bin/python -m experiments.bench.bench_generation [--quick] [--json PATH]
         [--reps N] [--no-hugepages] [--sweep]
 
 Randomly initialised models (`small`: receptive field 2,047; `medium`: 3,070; 256
@@ -22,7 +22,7 @@ Goals (from the issue): small b1 >= 16,000 samples/s (real time at 16 kHz), smal
 64,000 samples/s in total, medium b1 >= 4,000 samples/s, cached >= 100x naive.
 
 By default the benchmark re-executes itself with glibc's transparent-huge-page malloc
-(`wavegen.train.reexec_with_hugepage_malloc`), as the training benchmark does. Cached
+(`wavegen.runtime.reexec_with_hugepage_malloc`), as the training benchmark does. Cached
 generation allocates once per call (caches, noise blocks, output) and measured the same
 with and without it; the naive reference's full forward passes (large XLA temporaries)
 measured the same or a little faster with it, so the cached/naive ratio reported is
@@ -43,7 +43,7 @@ GOALS = {"small_b1": 16_000, "small_b16": 64_000, "medium_b1": 4_000, "cached_ov
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.bench.generate",
+    p = argparse.ArgumentParser(prog="python -m experiments.bench.bench_generation",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer, shorter timed calls")
     p.add_argument("--json", default="", help="write the results here")
@@ -55,8 +55,8 @@ def parse_args(argv=None):
 
 
 def build(preset: str, **overrides):
-    from wavegen import model as wm
-    from wavegen.train import split_model
+    from wavegen.model import wavenet as wm
+    from wavegen.training.steps import split_model
 
     cfg = wm.preset(preset, num_classes=256, num_genres=0, **overrides)
     graphdef, params = split_model(wm.create_model(cfg, seed=0))
@@ -81,8 +81,8 @@ def time_calls(call, reps: int) -> tuple[float, list[float]]:
 def cached(preset: str, batch: int, n: int, reps: int, **overrides) -> dict:
     import jax
 
-    from wavegen import generate as gen
-    from wavegen import model as wm
+    from wavegen.generation import generator as gen
+    from wavegen.model import wavenet as wm
 
     cfg, graphdef, params = build(preset, **overrides)
     state = gen.start(graphdef, params, jax.random.key(0), num_samples=batch,
@@ -106,8 +106,8 @@ def cached(preset: str, batch: int, n: int, reps: int, **overrides) -> dict:
 def naive(preset: str, batch: int, n: int, reps: int) -> dict:
     import jax
 
-    from wavegen import generate as gen
-    from wavegen import model as wm
+    from wavegen.generation import generator as gen
+    from wavegen.model import wavenet as wm
 
     cfg, graphdef, params = build(preset)
 
@@ -128,7 +128,7 @@ def naive(preset: str, batch: int, n: int, reps: int) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.no_hugepages:
-        from wavegen.train import reexec_with_hugepage_malloc
+        from wavegen.runtime import reexec_with_hugepage_malloc
 
         reexec_with_hugepage_malloc()
     import jax

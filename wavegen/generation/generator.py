@@ -82,9 +82,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from wavegen import audio
-from wavegen import losses
-from wavegen import model as wm
+from wavegen.data import audio
+from wavegen.model import losses
+from wavegen.model import wavenet as wm
 
 # Steps whose random numbers are made in one vectorized call (the noise of a block for
 # 16 streams and 256 classes: 4 MiB), at most NOISE_BLOCK_BYTES of them (a 16-bit softmax

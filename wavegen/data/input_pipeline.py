@@ -45,7 +45,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from wavegen.dataset import DatasetSpec, load_dataset_spec
+from wavegen.data.dataset import DatasetSpec, load_dataset_spec
 
 
 def _tf():

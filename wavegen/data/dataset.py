@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from wavegen import audio
+from wavegen.data import audio
 
 DATASET_NAME = "wavegen"
 UNKNOWN_GENRE = "unknown"

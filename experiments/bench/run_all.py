@@ -1,13 +1,13 @@
 """`make bench`: every benchmark, one table, also written as JSON.
 
-    .venv/bin/python -m experiments.bench.all [--quick] [--json bench_results/bench.json]
+    .venv/bin/python -m experiments.bench.run_all [--quick] [--json bench_results/bench.json]
 
 Runs, each in its own process (so each gets a fresh allocator and JAX runtime):
-- experiments.bench.pipeline: pipeline ms/song against its bare floor, peak memory for a
+- experiments.bench.bench_pipeline: pipeline ms/song against its bare floor, peak memory for a
   1-hour WAV against a 30 s clip, zip/HTTP/folder sources with 1 and 2 workers;
-- experiments.bench.train: training samples/s and FLOP/s against the matmul peak
+- experiments.bench.bench_training: training samples/s and FLOP/s against the matmul peak
   (small and medium, batch 8 x 8,000);
-- experiments.bench.generate: generation samples/s at batch 1 and 16, cached/naive ratio.
+- experiments.bench.bench_generation: generation samples/s at batch 1 and 16, cached/naive ratio.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCHES = ("pipeline", "train", "generate")
+# --only name -> module in this folder
+BENCHES = {"pipeline": "bench_pipeline", "train": "bench_training", "generate": "bench_generation"}
 
 
 def run_bench(name: str, quick: bool) -> tuple[dict, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, f"{name}.json")
-        cmd = [sys.executable, "-m", f"experiments.bench.{name}", "--json", out]
+        cmd = [sys.executable, "-m", f"experiments.bench.{BENCHES[name]}", "--json", out]
         if quick:
             cmd.append("--quick")
         print(f"\n==> {' '.join(cmd[1:])}", flush=True)

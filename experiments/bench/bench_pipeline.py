@@ -1,6 +1,6 @@
 """Benchmark of the preprocessing pipeline: marginal cost per song and streaming memory.
 
-    .venv/bin/python -m experiments.bench.pipeline [--quick] [--json PATH]
+    .venv/bin/python -m experiments.bench.bench_pipeline [--quick] [--json PATH]
 
 1. Marginal cost per song on a single worker: the pipeline command (local runner, one
    worker process) on 250 and on 50 copies of 30 s 44.1 kHz stereo mp3s;
@@ -32,14 +32,14 @@ import zipfile
 import numpy as np
 import soundfile as sf
 
-from wavegen import audio
+from wavegen.data import audio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def music(seconds: float, sr: int, seed: int) -> np.ndarray:
     """Stereo music from wavegen's synthesizer (styles in turn), so mp3 encodes it as such."""
-    from wavegen import synth
+    from wavegen.data import synth
 
     styles = sorted(synth.STYLES)
     return synth.render_song(styles[seed % len(styles)], seconds, sr, seed)

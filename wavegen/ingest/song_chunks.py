@@ -13,8 +13,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from wavegen import audio, fetch
-from wavegen.dataset import DatasetSpec
+from wavegen.data import audio
+from wavegen.ingest import fetch
+from wavegen.data.dataset import DatasetSpec
 
 # Why a song was not written. Stable names: they key failed.jsonl, the summary and metrics.
 UNDECODABLE = "undecodable"  # not audio, corrupt, or a decoder error before any audio

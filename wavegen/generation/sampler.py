@@ -3,7 +3,7 @@
 `sample(cfg)` loads the model config and the dataset's spec (sample rate, bits,
 quantization, genre names) from the checkpoint itself, restores the parameters with
 orbax, primes the caches with a song decoded by the pipeline's own audio functions if
-asked, generates with `wavegen.generate` in chunks (a progress bar with rate and ETA),
+asked, generates with `wavegen.generation.generator` in chunks (a progress bar with rate and ETA),
 and writes 16-bit WAVs, spectrogram PNGs, `samples.json` and the listening page
 `index.html`. Nothing about the model is typed on the command line.
 """
@@ -20,9 +20,13 @@ import time
 import jax
 import numpy as np
 
-from wavegen import audio, checkpoint as ckpt_lib, generate, model as model_lib, report
-from wavegen import train as train_lib
-from wavegen.dataset import UNKNOWN_GENRE, DatasetSpec
+from wavegen.data import audio
+from wavegen.training import checkpoints as ckpt_lib
+from wavegen.generation import generator as generate
+from wavegen.model import wavenet as model_lib
+from wavegen.generation import listening_page as report
+from wavegen.training import steps as train_lib
+from wavegen.data.dataset import UNKNOWN_GENRE, DatasetSpec
 
 log = logging.getLogger("wavegen.sample")
 
@@ -111,7 +115,7 @@ def load(run_path: str, step: str = "latest", use_ema: bool = False) -> Loaded:
 
 def prime_bins(path: str, spec: DatasetSpec, seconds: float) -> np.ndarray:
     """A song's first `seconds`, decoded, mixed down, resampled and quantized exactly as
-    the pipeline does (wavegen.audio)."""
+    the pipeline does (wavegen.data.audio)."""
     if not os.path.exists(path):
         raise SamplingError(f"prime {path}: no such file")
     try:

@@ -11,7 +11,7 @@ only cross-device communication is `jax.lax.pmean` over `axis_name` (gradients a
 metrics), so it runs unchanged under `jax.pmap` or `shard_map`.
 
 The loss of one example: the model reads window[:-1] (RF - 1 + T samples) and its last T
-outputs are scored against window[RF:]; see `wavegen.input_pipeline` for the window.
+outputs are scored against window[RF:]; see `wavegen.data.input_pipeline` for the window.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,9 +28,9 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from wavegen import input_pipeline
-from wavegen.dataset import load_dataset_spec
-from wavegen.model import ModelConfig, WaveNet, receptive_field, receptive_field_ms
+from wavegen.data import input_pipeline
+from wavegen.data.dataset import load_dataset_spec
+from wavegen.model.wavenet import ModelConfig, WaveNet, receptive_field, receptive_field_ms
 
 AXIS = "batch"
 LN2 = math.log(2.0)
@@ -311,35 +309,3 @@ def evaluate_split(graphdef: nnx.GraphDef, params: Any, data_dir: str, *,
                                           max_batches=max_batches)
     return evaluate(p_eval_step or make_p_eval_step(graphdef), params, batches,
                     model_cfg.num_classes, rf)
-
-
-# --------------------------------------------------------------------------------------
-# CPU runtime
-
-
-HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
-
-
-def reexec_with_hugepage_malloc() -> None:
-    """Restarts this process (same argv) with glibc's transparent-huge-page malloc.
-
-    XLA:CPU allocates a step's temporaries (gigabytes for a WaveNet at batch 8 x 8,000)
-    afresh on every call, and with 4 KiB pages the page faults on that memory cost as much
-    as a third of a training step. `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` makes malloc
-    ask for transparent huge pages (where the kernel offers them: "madvise" or "always"
-    in /sys/kernel/mm/transparent_hugepage/enabled). Tunables are read at process start,
-    hence the re-exec; call this first thing in an entry point, before heavy imports.
-    A no-op when already set, or where the kernel has no THP.
-    """
-    if HUGEPAGE_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
-        return
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            if "[never]" in f.read():
-                return
-    except OSError:
-        return
-    env = dict(os.environ)
-    env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"),
-                                                   HUGEPAGE_TUNABLE]))
-    os.execve(sys.executable, [sys.executable] + list(sys.orig_argv[1:]), env)

@@ -21,8 +21,10 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
-from wavegen import audio, fetch, fma
-from wavegen.dataset import UNKNOWN_GENRE
+from wavegen.data import audio
+from wavegen.ingest import fetch
+from wavegen.ingest import fma_metadata as fma
+from wavegen.data.dataset import UNKNOWN_GENRE
 
 GENRE_FROM = ("folder", "none", "fma")
 SPLIT_FROM = ("hash", "fma")

@@ -24,8 +24,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from wavegen.dataset import DatasetSpec
-from wavegen.model import ModelConfig
+from wavegen.data.dataset import DatasetSpec
+from wavegen.model.wavenet import ModelConfig
 
 BEST_METRIC = "val_bits"
 

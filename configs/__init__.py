@@ -1,1 +1,0 @@
-"""wavegen's Hydra configuration tree (YAML groups) and its structured-config schemas."""

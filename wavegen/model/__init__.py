@@ -1,0 +1,2 @@
+"""The WaveNet (`wavenet`: network, presets, receptive field) and its output distributions
+and losses (`losses`)."""
