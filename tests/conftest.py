@@ -1,46 +1,46 @@
-"""Shared test helpers: audio files made on the spot with soundfile, and pipeline runs."""
+"""Fixtures shared by the test modules; plain helpers live in `helpers.py`."""
 
 from __future__ import annotations
 
 import logging
-import os
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"),
-           ".ogg": ("OGG", "VORBIS"), ".mp3": ("MP3", "MPEG_LAYER_III")}
-
-
-def tone(seconds: float, sr: int, freq: float = 440.0, channels: int = 1,
-         amp: float = 0.5, seed: int = 0) -> np.ndarray:
-    """A sine with a little noise: (frames, channels) float32."""
-    t = np.arange(int(round(seconds * sr))) / sr
-    rng = np.random.default_rng(seed)
-    x = amp * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
-    cols = [x * (1.0 - 0.3 * c) for c in range(channels)]
-    return np.stack(cols, axis=1).astype(np.float32)
-
-
-def write_audio(path, x: np.ndarray, sr: int) -> str:
-    """Writes audio in the format its extension names (wav, flac, ogg, mp3)."""
-    fmt, subtype = FORMATS[os.path.splitext(str(path))[1].lower()]
-    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
-    sf.write(str(path), x, sr, format=fmt, subtype=subtype)
-    return str(path)
-
-
-def run_pipeline(*args: str, workers: int = 1) -> int:
-    """Runs the Beam pipeline in this process (fast: no worker processes)."""
-    from beam_pipelines import preprocess
-
-    beam = ["--runner=FnApiRunner", "--direct_running_mode=in_memory",
-            f"--direct_num_workers={workers}"] if workers == 1 else []
-    return preprocess.run(list(args) + beam)
+from helpers import run_pipeline, synth_songs
 
 
 @pytest.fixture(autouse=True)
 def _quiet_beam():
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     yield
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory):
+    """Factory: synthesized songs in genre folders (three styles) through the pipeline, one
+    dataset directory per distinct set of arguments, built once per test session.
+
+        data_dir = synth_dataset(sample_rate=8000, seconds=3.0, songs_per_style=3,
+                                 chunk_seconds=0.1, context_samples=300)
+    """
+    built: dict[tuple, str] = {}
+
+    def make(*, sample_rate: int = 16000, seconds: float = 5.0, songs_per_style: int = 2,
+             chunk_seconds: float = 0.25, context_samples: int = 256,
+             split: str = "train:0.6,validation:0.4", seed: int = 0) -> str:
+        key = (sample_rate, seconds, songs_per_style, chunk_seconds, context_samples, split,
+               seed)
+        if key not in built:
+            root = tmp_path_factory.mktemp("synth_dataset")
+            songs = synth_songs(root / "songs", sample_rate=sample_rate, seconds=seconds,
+                                songs_per_style=songs_per_style, seed=seed)
+            out = str(root / "ds")
+            assert run_pipeline(f"--input={songs}", f"--output_dir={out}",
+                                "--genre_from=folder", f"--split={split}",
+                                f"--sample_rate={sample_rate}",
+                                f"--chunk_seconds={chunk_seconds}",
+                                f"--context_samples={context_samples}") == 0
+            built[key] = out
+        return built[key]
+
+    return make

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import tone, write_audio
+from helpers import tone, write_audio
 from wavegen.data import audio
 
 

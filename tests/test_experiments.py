@@ -10,14 +10,11 @@ import sys
 import time
 
 import pytest
-import soundfile as sf
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import MissingMandatoryValue
 
-from conftest import run_pipeline
 from experiments import hydra_schema as schema
-from wavegen.data import synth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -26,19 +23,9 @@ COMPARED = ("step", "train_bits", "lr", "grad_norm", "val_bits", "unigram_bits")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(synth_dataset):
     """Synthesized songs in three styles, through the pipeline (tiny chunks)."""
-    songs = tmp_path_factory.mktemp("songs")
-    for i, style in enumerate(sorted(synth.STYLES)):
-        os.makedirs(songs / style)
-        for j in range(2):
-            sf.write(songs / style / f"s{j}.wav", synth.render_song(style, 5.0, 16000, 7 * i + j),
-                     16000)
-    out = tmp_path_factory.mktemp("ds") / "music"
-    assert run_pipeline(f"--input={songs}", f"--output_dir={out}", "--genre_from=folder",
-                        "--split=train:0.6,validation:0.4", "--chunk_seconds=0.25",
-                        "--context_samples=256") == 0
-    return str(out)
+    return synth_dataset()
 
 
 def train(*overrides, timeout=240, check=True, env=None):

@@ -6,10 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_pipeline, write_audio
 
 from wavegen.data import input_pipeline as ip
-from wavegen.data import synth
 from wavegen.data.dataset import DatasetError, load_dataset_spec
 
 SR = 8000
@@ -18,18 +16,9 @@ RF = 101  # any receptive field up to the context
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("input_pipeline")
-    for i, style in enumerate(sorted(synth.STYLES)):
-        for k in range(3):
-            write_audio(root / "songs" / style / f"song{k}.wav",
-                        synth.render_song(style, 3.0, SR, seed=10 * i + k), SR)
-    out = str(root / "ds")
-    assert run_pipeline(f"--input={root / 'songs'}", f"--output_dir={out}",
-                        "--genre_from=folder", "--split=train:0.6,validation:0.4",
-                        f"--sample_rate={SR}", "--chunk_seconds=0.1",
-                        f"--context_samples={CONTEXT}") == 0
-    return out
+def data_dir(synth_dataset):
+    return synth_dataset(sample_rate=SR, seconds=3.0, songs_per_style=3, chunk_seconds=0.1,
+                         context_samples=CONTEXT)
 
 
 def raw_examples(data_dir, split):

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from conftest import tone, write_audio
+from helpers import tone, write_audio
 from wavegen.data import audio
 from wavegen.ingest import song_chunks as preprocess
 from wavegen.data.dataset import load_dataset_spec

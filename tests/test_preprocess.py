@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import tone, write_audio
+from helpers import tone, write_audio
 from wavegen.data import audio
 from wavegen.ingest import song_chunks as preprocess
 from wavegen.ingest import sources

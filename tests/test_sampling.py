@@ -3,6 +3,7 @@ check the WAVs, the pictures, samples.json, the listening page and the errors.""
 
 import html.parser
 import json
+from pathlib import Path
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import run_pipeline, write_audio
+from helpers import write_audio
 from wavegen.data import synth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,25 +30,18 @@ def run(cmd, check=True, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, synth_dataset):
     root = tmp_path_factory.mktemp("sampling")
-    for i, style in enumerate(sorted(synth.STYLES)):
-        for j in range(2):
-            write_audio(root / "songs" / style / f"{j}.wav",
-                        synth.render_song(style, 4.0, 16000, 11 * i + j), 16000)
-    data = root / "data"
-    assert run_pipeline(f"--input={root / 'songs'}", f"--output_dir={data}",
-                        "--genre_from=folder", "--split=train:0.6,validation:0.4",
-                        "--chunk_seconds=0.25", "--context_samples=256") == 0
+    data = Path(synth_dataset())
     run_dir = root / "run"
     run(TRAIN + ["+experiment=smoke", f"data.dir={data}", f"hydra.run.dir={run_dir}",
                  "train.steps=20", "optim.ema_decay=0.9"])
-    return root, run_dir
+    return data, run_dir
 
 
 @pytest.mark.slow
 def test_samples_have_the_requested_length_rate_and_are_music_not_noise(trained, tmp_path):
-    root, run_dir = trained
+    data, run_dir = trained
     out = tmp_path / "out"
     res = run(SAMPLE + [f"checkpoint={run_dir}", "seconds=0.5", "num_samples=3",
                         "temperature=1.0", "genre=piano_waltz", "seed=3", f"output_dir={out}"])
@@ -101,7 +95,7 @@ class _Refs(html.parser.HTMLParser):
 def test_each_genre_primed_page_references_files_that_play_and_decode(trained, tmp_path):
     import matplotlib.image
 
-    root, run_dir = trained
+    data, run_dir = trained
     prime = write_audio(tmp_path / "prime.flac", synth.render_song("synth_techno", 1.5,
                                                                    44100, 99), 44100)
     out = tmp_path / "page"
@@ -129,13 +123,13 @@ def test_each_genre_primed_page_references_files_that_play_and_decode(trained, t
 
 @pytest.mark.slow
 def test_errors_are_one_clear_line(trained, tmp_path):
-    root, run_dir = trained
+    data, run_dir = trained
     cases = [
         ([f"checkpoint={tmp_path}/none"], "no checkpoint at"),
         ([f"checkpoint={run_dir}", "seconds=0"], "seconds must be > 0"),
         ([f"checkpoint={run_dir}", "genre=polka"],
          "unknown genre 'polka'; the dataset's genres are: ambient_pad, piano_waltz"),
-        ([f"checkpoint={run_dir}", f"prime={root / 'data' / 'summary.json'}"],
+        ([f"checkpoint={run_dir}", f"prime={data / 'summary.json'}"],
          "prime"),
         ([f"checkpoint={run_dir}", "step=12345"], "no checkpoint at step 12345"),
         ([f"checkpoint={run_dir}", "seconds=1e-6"], "less than one sample"),

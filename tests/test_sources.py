@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from conftest import run_pipeline
+from helpers import run_pipeline
 from fma_fixture import mp3_bytes, write_fma_zip
 from wavegen.ingest import fetch
 from wavegen.ingest import song_chunks as preprocess

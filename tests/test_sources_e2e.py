@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import run_pipeline, tone, write_audio
+from helpers import run_pipeline, tone, write_audio
 from fma_fixture import mp3_bytes, write_fma_zip, write_metadata_zip
 from songserver import Delay, drop_in_body, serve
 from wavegen.ingest import fma_metadata as fma

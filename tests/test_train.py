@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_pipeline, write_audio
 
 from wavegen.data import audio
 from wavegen.data import synth
@@ -226,19 +225,10 @@ def test_eval_step_ignores_padding_and_sums_bits():
 
 
 @pytest.fixture(scope="module")
-def music_dir(tmp_path_factory):
+def music_dir(synth_dataset):
     """Songs from the synthesizer (chords, melodies, rhythm) through the Beam pipeline."""
-    root = tmp_path_factory.mktemp("music")
-    for i, style in enumerate(sorted(synth.STYLES)):
-        for k in range(4):
-            write_audio(root / "songs" / style / f"{style}_{k}.wav",
-                        synth.render_song(style, 8.0, 8000, seed=100 * i + k), 8000)
-    out = str(root / "ds")
-    assert run_pipeline(f"--input={root / 'songs'}", f"--output_dir={out}",
-                        "--genre_from=folder", "--split=train:0.7,validation:0.3",
-                        "--sample_rate=8000", "--chunk_seconds=0.25",
-                        "--context_samples=256") == 0
-    return out
+    return synth_dataset(sample_rate=8000, seconds=8.0, songs_per_style=4,
+                         split="train:0.7,validation:0.3")
 
 
 @pytest.mark.slow

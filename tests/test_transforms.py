@@ -12,7 +12,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines.transforms import SONGS, Preprocess, ProcessSongs, WriteShards
-from conftest import tone, write_audio
+from helpers import tone, write_audio
 from wavegen.ingest import song_chunks as preprocess
 from wavegen.ingest import tfrecord_framing as tfrecord
 from wavegen.data.dataset import DatasetSpec, features

@@ -1,0 +1,54 @@
+"""Plain test helpers (imported as `from helpers import ...`): audio files made on the spot
+with soundfile, and in-process pipeline runs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import soundfile as sf
+
+FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"),
+           ".ogg": ("OGG", "VORBIS"), ".mp3": ("MP3", "MPEG_LAYER_III")}
+
+
+def tone(seconds: float, sr: int, freq: float = 440.0, channels: int = 1,
+         amp: float = 0.5, seed: int = 0) -> np.ndarray:
+    """A sine with a little noise: (frames, channels) float32."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    rng = np.random.default_rng(seed)
+    x = amp * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
+    cols = [x * (1.0 - 0.3 * c) for c in range(channels)]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def write_audio(path, x: np.ndarray, sr: int) -> str:
+    """Writes audio in the format its extension names (wav, flac, ogg, mp3)."""
+    fmt, subtype = FORMATS[os.path.splitext(str(path))[1].lower()]
+    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+    sf.write(str(path), x, sr, format=fmt, subtype=subtype)
+    return str(path)
+
+
+def run_pipeline(*args: str, workers: int = 1) -> int:
+    """Runs the Beam pipeline in this process (fast: no worker processes)."""
+    from beam_pipelines import preprocess
+
+    beam = ["--runner=FnApiRunner", "--direct_running_mode=in_memory",
+            f"--direct_num_workers={workers}"] if workers == 1 else []
+    return preprocess.run(list(args) + beam)
+
+
+
+
+def synth_songs(folder, *, sample_rate: int, seconds: float, songs_per_style: int,
+                seed: int = 0, ext: str = ".wav") -> str:
+    """Songs from the synthesizer, `songs_per_style` per style, in genre folders."""
+    from wavegen.data import synth
+
+    for i, style in enumerate(sorted(synth.STYLES)):
+        for k in range(songs_per_style):
+            write_audio(os.path.join(str(folder), style, f"{style}_{k}{ext}"),
+                        synth.render_song(style, seconds, sample_rate, seed=seed + 100 * i + k),
+                        sample_rate)
+    return str(folder)
