@@ -127,8 +127,7 @@ def bench_cost(work: str, n_small: int, n_large: int) -> dict:
     floor = bare_floor(paths)
     return {"songs_small": n_small, "songs_large": n_large, "wall_small_s": round(t_small, 2),
             "wall_large_s": round(t_large, 2), "marginal_s_per_song": round(marginal, 4),
-            "floor_s_per_song": round(floor, 4), "ratio_to_floor": round(marginal / floor, 2),
-            "source_serial_s_per_song": 2.5}
+            "floor_s_per_song": round(floor, 4), "ratio_to_floor": round(marginal / floor, 2)}
 
 
 def bench_memory(work: str, hours: float) -> dict:
