@@ -19,9 +19,11 @@ core (no network needed). DIR ends up a TFDS dataset directory:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -31,19 +33,31 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines.transforms import Preprocess, shard_filename
+from wavegen.data import audio
+from wavegen.data.dataset import DATASET_NAME, FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features
 from wavegen.ingest import fetch
 from wavegen.ingest import fma_metadata as fma
-from wavegen.ingest import song_chunks as preprocess
+from wavegen.ingest import song_chunks
 from wavegen.ingest import sources
 from wavegen.ingest import tfrecord_framing as tfrecord
-from wavegen.data.dataset import (DATASET_NAME, FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features,
-                             genre_names)
+from wavegen.ingest.song_chunks import ChunkingConfig
 
 log = logging.getLogger("wavegen.pipeline")
 
 
 
+# Flags that set a library config field: flag -> field. Their defaults are read from the
+# dataclasses, their values checked there (once), and a bad value is reported by its flag.
+CHUNKING_FLAGS = {f: f for f in ("sample_rate", "quantization", "bits", "chunk_seconds",
+                                 "context_samples", "silence_db")}
+FETCH_FLAGS = {"max_song_bytes": "max_bytes", "fetch_timeout": "timeout_s",
+               "fetch_deadline": "deadline_s", "fetch_attempts": "max_attempts",
+               "fetch_backoff": "backoff_s"}
+MAX_SHARDS = 99_999  # shard file names count to 5 digits
+
+
 def build_parser() -> argparse.ArgumentParser:
+    C, F = ChunkingConfig, fetch.FetchConfig
     p = argparse.ArgumentParser(
         prog="python -m beam_pipelines.preprocess",
         description="Turn a collection of songs into TFRecord shards of binned chunks "
@@ -53,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                         ".ogg), a glob, a .zip archive (e.g. fma_small.zip) or a .urls list; "
                         "repeat for several")
     p.add_argument("--output_dir", required=True, help="the dataset directory to write")
-    p.add_argument("--sample_rate", type=int, default=16000)
-    p.add_argument("--quantization", choices=("mulaw", "linear"), default="mulaw")
-    p.add_argument("--bits", type=int, default=8, help="2**bits classes (1..16)")
-    p.add_argument("--chunk_seconds", type=float, default=1.0,
+    p.add_argument("--sample_rate", type=int, default=C.sample_rate)
+    p.add_argument("--quantization", choices=audio.QUANTIZATIONS, default=C.quantization)
+    p.add_argument("--bits", type=int, default=C.bits, help="2**bits classes (1..16)")
+    p.add_argument("--chunk_seconds", type=float, default=C.chunk_seconds,
                    help="new audio (training targets) per chunk, context excluded")
-    p.add_argument("--context_samples", type=int, default=4096,
+    p.add_argument("--context_samples", type=int, default=C.context_samples,
                    help="samples of preceding audio each chunk carries; at least the "
                         "receptive field of the models you will train")
     p.add_argument("--split", default="train:0.9,validation:0.05,test:0.05",
@@ -70,21 +84,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hash: by a stable hash of the song id and --split; fma: FMA's own "
                         "training/validation/test split from --metadata")
     p.add_argument("--metadata", help="FMA tracks.csv, or fma_metadata.zip holding it")
-    p.add_argument("--max_song_bytes", type=int, default=5 * 10**9,
+    p.add_argument("--max_song_bytes", type=int, default=F.max_bytes,
                    help="songs (files, archive members, downloads) above this are rejected")
-    p.add_argument("--fetch_timeout", type=float, default=30.0,
+    p.add_argument("--fetch_timeout", type=float, default=F.timeout_s,
                    help="seconds to wait for a URL's connection and each read")
-    p.add_argument("--fetch_attempts", type=int, default=4,
+    p.add_argument("--fetch_deadline", type=float, default=F.deadline_s,
+                   help="seconds one URL may take in all, retries included; a URL past it "
+                        "is dead-lettered (timeout), not retried")
+    p.add_argument("--fetch_attempts", type=int, default=F.max_attempts,
                    help="attempts per URL (timeouts, resets and 5xx are retried)")
-    p.add_argument("--fetch_backoff", type=float, default=1.0,
+    p.add_argument("--fetch_backoff", type=float, default=F.backoff_s,
                    help="seconds before the first retry; doubles with each retry")
     p.add_argument("--num_shards", type=int, default=0,
-                   help="shards per split (default: about 128 MiB per shard)")
-    p.add_argument("--silence_db", type=float, default=-60.0,
+                   help=f"shards per split, 1..{MAX_SHARDS} (default 0: about 128 MiB per "
+                        "shard)")
+    p.add_argument("--silence_db", type=float, default=C.silence_db,
                    help="a song whose peak stays below this level (dBFS) is rejected")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset already in --output_dir")
     return p
+
+
+def _config(cls, flags: dict[str, str], args):
+    """`cls` built from the flags that set its fields; a bad value names its flag."""
+    try:
+        return cls(**{field: getattr(args, flag) for flag, field in flags.items()})
+    except ValueError as e:
+        message = str(e)
+        for flag, field in flags.items():
+            message = re.sub(rf"^({cls.__name__}\.)?{field}\b", f"--{flag}", message)
+        raise ValueError(message) from None
+
+
+def make_configs(args) -> tuple[ChunkingConfig, fetch.FetchConfig]:
+    """The flags as the library's configs, every value checked (finite, in range)."""
+    if not 0 <= args.num_shards <= MAX_SHARDS:
+        raise ValueError(f"--num_shards must be 0 (automatic) or 1..{MAX_SHARDS}, "
+                         f"got {args.num_shards}")
+    return _config(ChunkingConfig, CHUNKING_FLAGS, args), _config(fetch.FetchConfig,
+                                                                  FETCH_FLAGS, args)
 
 
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
@@ -104,37 +142,42 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-def make_spec(args, genres) -> DatasetSpec:
-    target = int(round(args.chunk_seconds * args.sample_rate))
-    if target <= 0:
-        raise ValueError(f"--chunk_seconds={args.chunk_seconds} gives no samples")
-    if args.context_samples < 0:
-        raise ValueError(f"--context_samples must be >= 0, got {args.context_samples}")
-    return DatasetSpec(sample_rate=args.sample_rate, quantization=args.quantization,
-                       bits=args.bits, chunk_samples=target + args.context_samples,
-                       context_samples=args.context_samples, genres=genre_names(genres))
+@dataclasses.dataclass
+class Plan:
+    """What a run will do, every flag checked: the songs, labelled and split, and the
+    settings the workers get."""
+
+    songs: list
+    splits: tuple
+    chunking: ChunkingConfig
+    fetch_cfg: fetch.FetchConfig
+    spec: DatasetSpec
+    report: sources.MetadataReport | None = None
+
+
+def make_plan(args) -> Plan:
+    """Checks the flags, lists the inputs and labels them; raises ValueError or OSError
+    with one line naming the flag or input at fault."""
+    chunking, fetch_cfg = make_configs(args)
+    splits = song_chunks.parse_splits(args.split)
+    if "fma" in (args.genre_from, args.split_from) and not args.metadata:
+        raise ValueError("--genre_from=fma and --split_from=fma need --metadata "
+                         "(FMA's tracks.csv or fma_metadata.zip)")
+    songs = sources.discover(args.input, args.genre_from)
+    songs = [s.with_(split=song_chunks.assign_split(s.song_id, splits)) for s in songs]
+    report = None
+    if args.metadata:
+        meta = fma.load_metadata(args.metadata)
+        songs, report = sources.apply_metadata(songs, meta, args.genre_from, args.split_from)
+    return Plan(songs, splits, chunking, fetch_cfg,
+                chunking.spec([s.genre for s in songs]), report)
 
 
 def run(argv: list[str] | None = None) -> int:
     """Runs the pipeline; returns the process exit code."""
     args, beam_args = build_parser().parse_known_args(argv)
     try:
-        splits = preprocess.parse_splits(args.split)
-        songs = sources.discover(args.input, args.genre_from)
-        songs = [s.with_(split=preprocess.assign_split(s.song_id, splits)) for s in songs]
-        report = None
-        if args.metadata:
-            meta = fma.load_metadata(args.metadata)
-            songs, report = sources.apply_metadata(songs, meta, args.genre_from,
-                                                   args.split_from)
-        elif "fma" in (args.genre_from, args.split_from):
-            raise ValueError("--genre_from=fma and --split_from=fma need --metadata "
-                             "(FMA's tracks.csv or fma_metadata.zip)")
-        spec = make_spec(args, [s.genre for s in songs])
-        fetch_cfg = fetch.FetchConfig(timeout_s=args.fetch_timeout,
-                                      max_attempts=args.fetch_attempts,
-                                      backoff_s=args.fetch_backoff,
-                                      max_bytes=args.max_song_bytes)
+        plan = make_plan(args)
     except (ValueError, OSError) as e:  # bad inputs, flags, metadata or audio settings
         log.error("%s", e)
         return 2
@@ -149,37 +192,49 @@ def run(argv: list[str] | None = None) -> int:
         _remove(stale)
     staging = os.path.join(out, f".staging-{uuid.uuid4().hex[:12]}")
     FileSystems.mkdirs(staging)
+    try:
+        summary = _run_pipeline(plan, args, options, out, staging)
+    finally:
+        _remove(staging)
+    return _report(summary, plan, args, out)
+
+
+def _run_pipeline(plan: Plan, args, options, out: str, staging: str) -> dict:
+    """Runs the Beam pipeline into `staging` and puts its output in place."""
+    spec = plan.spec
     log.info("%d songs from %d input(s) -> %s (%d Hz, %s %d bits, chunks of %d samples "
-             "with %d of context; genres: %s)", len(songs), len(args.input), out,
+             "with %d of context; genres: %s)", len(plan.songs), len(args.input), out,
              spec.sample_rate, spec.quantization, spec.bits, spec.chunk_samples,
              spec.context_samples, ", ".join(spec.genres))
     t0 = time.time()
-    try:
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, songs, spec, staging, args, fetch_cfg)
-        state = pipeline.run()
-        state.wait_until_finish()
-        _log_metrics(state)
-        summary = finalize(out, staging, spec, songs, args, time.time() - t0, report)
-    finally:
-        _remove(staging)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, plan, staging, args)
+    state = pipeline.run()
+    state.wait_until_finish()
+    _log_metrics(state)
+    return finalize(out, staging, spec, plan.songs, args, time.time() - t0, plan.report)
+
+
+def _report(summary: dict, plan: Plan, args, out: str) -> int:
+    """Prints the summary; the exit code (1 when no song was written)."""
     print(format_summary(summary, out))
     if summary["songs_written"] == 0:
         log.error("no song was written: every input failed (see %s)",
                   os.path.join(out, summary["report_files"][0]))
         return 1
-    empty = [name for name, frac in splits if frac > 0 and name not in summary["splits"]]
+    empty = [name for name, frac in plan.splits if frac > 0 and name not in summary["splits"]]
     if empty and args.split_from == "hash":
         log.warning("split(s) %s got no songs (too few inputs for --split=%s); training "
                     "needs a validation split", ", ".join(empty), args.split)
     return 0
 
 
-def build(pipeline, songs, spec, staging, args, fetch_cfg):
+def build(pipeline, plan: Plan, staging: str, args):
     outputs = (pipeline
-               | "Songs" >> beam.Create(songs)
-               | "Preprocess" >> Preprocess(spec, staging, args.silence_db, args.num_shards,
-                                            fetch_cfg, total_songs=len(songs),
+               | "Songs" >> beam.Create(plan.songs)
+               | "Preprocess" >> Preprocess(plan.spec, staging, plan.chunking,
+                                            args.num_shards, plan.fetch_cfg,
+                                            total_songs=len(plan.songs),
                                             workers=_num_workers(pipeline.options)))
     outputs["shards"] | "WriteShardIndex" >> beam.io.WriteToText(
         os.path.join(staging, "shards"), file_name_suffix=".jsonl", shard_name_template="")
@@ -207,12 +262,12 @@ def finalize(out, staging, spec, songs, args, seconds, report=None) -> dict:
     if lost or len(records) != len(songs):
         raise RuntimeError(f"pipeline lost track of {len(lost)} song(s), e.g. {lost[:3]}; "
                            f"{len(records)} records for {len(songs)} inputs")
-    summary = preprocess.summarize(records)
+    summary = song_chunks.summarize(records)
     summary["seconds_elapsed"] = round(seconds, 1)
     summary["songs_per_s"] = round(len(songs) / max(seconds, 1e-9), 2)
     if report is not None:
         summary["metadata"] = report.to_summary()
-    failed = [r for r in records if r["status"] == preprocess.FAILED]
+    failed = [r for r in records if r["status"] == song_chunks.FAILED]
     report_files = ("failed.jsonl", "summary.json")
     if not shards and FileSystems.exists(os.path.join(out, INFO_FILE)):
         # Nothing new to put in place: the dataset already there stays as it is, and

@@ -24,10 +24,11 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from wavegen.ingest import fetch
-from wavegen.ingest import song_chunks as preprocess
+from wavegen.ingest import song_chunks
 from wavegen.ingest import sources
 from wavegen.ingest import tfrecord_framing as tfrecord
 from wavegen.data.dataset import DATASET_NAME, FILENAME_TEMPLATE, DatasetSpec, example
+from wavegen.ingest.song_chunks import ChunkingConfig
 from wavegen.ingest.sources import SongRef
 
 SONGS = "songs"  # tag of the per-song accounting output
@@ -50,11 +51,11 @@ class ProcessSongs(beam.DoFn):
     the runner to retry.
     """
 
-    def __init__(self, spec: DatasetSpec, silence_db: float, spill_dir: str,
+    def __init__(self, spec: DatasetSpec, chunking: ChunkingConfig, spill_dir: str,
                  fetch_cfg: fetch.FetchConfig = fetch.FetchConfig(), total_songs: int = 0,
                  workers: int = 1, log_every_s: float = 15.0):
         self.spec = spec
-        self.silence_db = silence_db
+        self.chunking = chunking
         self.spill_dir = spill_dir
         self.fetch_cfg = fetch_cfg
         self.total_songs = total_songs
@@ -81,16 +82,16 @@ class ProcessSongs(beam.DoFn):
     def process(self, song: SongRef):
         t0 = time.perf_counter()
         self.songs_in.inc()
-        stats = preprocess.SongStats()
+        stats = song_chunks.SongStats()
         try:
             if song.reject:
                 reason, _, detail = song.reject.partition(": ")
-                raise preprocess.SongFailure(reason, detail)
+                raise song_chunks.SongFailure(reason, detail)
             refs = self._spill(song, stats)
-        except preprocess.SongFailure as e:
+        except song_chunks.SongFailure as e:
             yield self._failed(song, e.reason, e.detail, stats)
         except sources.SongTooLarge as e:
-            yield self._failed(song, preprocess.TOO_LARGE, str(e), stats)
+            yield self._failed(song, song_chunks.TOO_LARGE, str(e), stats)
         except fetch.FetchError as e:
             yield self._failed(song, e.reason, e.detail, stats, extra={
                 "url": e.url, "http_status": e.status, "attempts": e.attempts})
@@ -99,7 +100,7 @@ class ProcessSongs(beam.DoFn):
         except Exception as e:  # a bug must not lose the song: dead-letter it, loudly
             log.exception("internal error on %s", song.where)
             last = traceback.format_exception_only(type(e), e)[-1].strip()
-            yield self._failed(song, preprocess.INTERNAL_ERROR, f"{song.where}: {last}",
+            yield self._failed(song, song_chunks.INTERNAL_ERROR, f"{song.where}: {last}",
                                stats)
         else:
             yield from refs
@@ -107,18 +108,18 @@ class ProcessSongs(beam.DoFn):
             self.chunks.inc(stats.chunks)
             if stats.truncated:
                 self.songs_truncated.inc()
-            yield beam.pvalue.TaggedOutput(SONGS, json.dumps(preprocess.song_record(
-                song, preprocess.WRITTEN, stats=stats, spec=self.spec)))
+            yield beam.pvalue.TaggedOutput(SONGS, json.dumps(song_chunks.song_record(
+                song, song_chunks.WRITTEN, stats=stats, spec=self.spec)))
         self.song_ms.update(int((time.perf_counter() - t0) * 1000))
         self._progress()
 
-    def _spill(self, song: SongRef, stats: preprocess.SongStats) -> list:
+    def _spill(self, song: SongRef, stats: song_chunks.SongStats) -> list:
         """Writes the song's examples to its spill file; returns their references."""
         from apache_beam.io.filesystems import FileSystems
 
         chunks = self._chunks(song, stats)
         first = next(chunks)  # no chunk at all: SongFailure before anything is written
-        path = os.path.join(self.spill_dir, preprocess.spill_name(song.song_id))
+        path = os.path.join(self.spill_dir, song_chunks.spill_name(song.song_id))
         refs, offset = [], 0
         try:
             with FileSystems.create(path, compression_type="uncompressed") as f:
@@ -126,28 +127,28 @@ class ProcessSongs(beam.DoFn):
                     data = self._features.serialize_example(
                         example(self.spec, bins, song.song_id, index, song.genre))
                     f.write(data)
-                    refs.append((song.split, preprocess.example_key(song.song_id, index),
+                    refs.append((song.split, song_chunks.example_key(song.song_id, index),
                                  (path, offset, len(data))))
                     offset += len(data)
-        except preprocess.SongFailure:  # e.g. silent to the end: drop what was spilled
+        except song_chunks.SongFailure:  # e.g. silent to the end: drop what was spilled
             FileSystems.delete([path])
             raise
         return refs
 
-    def _chunks(self, song: SongRef, stats: preprocess.SongStats):
+    def _chunks(self, song: SongRef, stats: song_chunks.SongStats):
         """The song's chunks; trouble reading it becomes SongFailure(UNREADABLE)."""
         try:
             with sources.open_song(song, self._archives, self.fetch_cfg) as source:
-                yield from preprocess.song_chunks(source, song.where, self.spec, stats,
-                                                  self.silence_db)
+                yield from song_chunks.song_chunks(source, song.where, self.spec, stats,
+                                                   self.chunking.silence_db)
         except (OSError, zipfile.BadZipFile) as e:
-            raise preprocess.SongFailure(preprocess.UNREADABLE, f"{song.where}: {e}") from e
+            raise song_chunks.SongFailure(song_chunks.UNREADABLE, f"{song.where}: {e}") from e
 
     def _failed(self, song, reason, detail, stats, extra=None):
         self.songs_failed.inc()
         Metrics.counter(self.__class__, f"failed_{reason}").inc()
-        return beam.pvalue.TaggedOutput(SONGS, json.dumps(preprocess.song_record(
-            song, preprocess.FAILED, reason=reason, detail=detail, stats=stats,
+        return beam.pvalue.TaggedOutput(SONGS, json.dumps(song_chunks.song_record(
+            song, song_chunks.FAILED, reason=reason, detail=detail, stats=stats,
             spec=self.spec, extra=extra)))
 
     def _progress(self):
@@ -230,7 +231,7 @@ class WriteShards(beam.PTransform):
                   | "SplitOf" >> beam.Map(lambda r: r[0])
                   | "CountPerSplit" >> beam.combiners.Count.PerElement())
         shards_per_split = counts | "ShardsPerSplit" >> beam.MapTuple(
-            lambda split, n: (split, preprocess.num_shards_for(
+            lambda split, n: (split, song_chunks.num_shards_for(
                 n, self.example_bytes, self.num_shards)))
         side = beam.pvalue.AsDict(shards_per_split)
         return (refs
@@ -246,14 +247,15 @@ class Preprocess(beam.PTransform):
     Spilled examples go to `staging_dir/spill/`, which the caller removes at the end.
     """
 
-    def __init__(self, spec: DatasetSpec, staging_dir: str, silence_db: float = -60.0,
-                 num_shards: int = 0, fetch_cfg: fetch.FetchConfig = fetch.FetchConfig(),
-                 total_songs: int = 0, workers: int = 1):
+    def __init__(self, spec: DatasetSpec, staging_dir: str,
+                 chunking: ChunkingConfig = ChunkingConfig(), num_shards: int = 0,
+                 fetch_cfg: fetch.FetchConfig = fetch.FetchConfig(), total_songs: int = 0,
+                 workers: int = 1):
         super().__init__()
         self.spec = spec
         self.fetch_cfg = fetch_cfg
         self.staging_dir = staging_dir
-        self.silence_db = silence_db
+        self.chunking = chunking
         self.num_shards = num_shards
         self.total_songs = total_songs
         self.workers = workers
@@ -262,7 +264,7 @@ class Preprocess(beam.PTransform):
         out = (songs
                | "Spread" >> beam.Reshuffle()
                | "ProcessSongs" >> beam.ParDo(ProcessSongs(
-                   self.spec, self.silence_db, os.path.join(self.staging_dir, "spill"),
+                   self.spec, self.chunking, os.path.join(self.staging_dir, "spill"),
                    self.fetch_cfg, self.total_songs, self.workers)
                ).with_outputs(SONGS, main="examples"))
         example_bytes = self.spec.chunk_samples * self.spec.dtype.itemsize + 64

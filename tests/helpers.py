@@ -52,3 +52,42 @@ def synth_songs(folder, *, sample_rate: int, seconds: float, songs_per_style: in
                         synth.render_song(style, seconds, sample_rate, seed=seed + 100 * i + k),
                         sample_rate)
     return str(folder)
+
+
+# Reference implementations the tests compare the streaming code with (the product streams,
+# so these live here, not in wavegen).
+
+
+def num_chunks(total: int, chunk_samples: int, context_samples: int) -> int:
+    """How many whole chunks a song of `total` samples gives (the short tail is dropped)."""
+    if total < chunk_samples:
+        return 0
+    return 1 + (total - chunk_samples) // (chunk_samples - context_samples)
+
+
+def chunk_array(x: np.ndarray, chunk_samples: int, context_samples: int) -> np.ndarray:
+    """All chunks of a whole array at once, (n, chunk_samples): the reference for Chunker."""
+    n = num_chunks(len(x), chunk_samples, context_samples)
+    stride = chunk_samples - context_samples
+    if n == 0:
+        return np.zeros((0, chunk_samples), x.dtype)
+    return np.stack([x[k * stride:k * stride + chunk_samples] for k in range(n)])
+
+
+def read_records(f):
+    """TFRecord records read back from a binary file, both checksums checked."""
+    import struct
+
+    from wavegen.ingest.tfrecord_framing import masked_crc
+
+    while True:
+        head = f.read(12)
+        if not head:
+            return
+        assert len(head) == 12, "truncated TFRecord header"
+        length, crc = struct.unpack("<QI", head)
+        assert masked_crc(head[:8]) == crc, "TFRecord length checksum mismatch"
+        data = f.read(length)
+        (dcrc,) = struct.unpack("<I", f.read(4))
+        assert len(data) == length and masked_crc(data) == dcrc, "TFRecord data checksum"
+        yield data

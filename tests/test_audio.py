@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from helpers import tone, write_audio
+from helpers import chunk_array, num_chunks, tone, write_audio
 from wavegen.data import audio
 
 
@@ -61,8 +61,8 @@ def test_streaming_chunker_equals_whole_array_chunking(chunk, context):
         n = int(rng.integers(0, 3 * chunk))
         got.extend(chunker.push(x[i:i + n]))
         i += n
-    want = audio.chunk_array(x, chunk, context)
-    assert len(got) == len(want) == audio.num_chunks(len(x), chunk, context)
+    want = chunk_array(x, chunk, context)
+    assert len(got) == len(want) == num_chunks(len(x), chunk, context)
     np.testing.assert_array_equal(np.stack(got), want)
 
 
@@ -70,7 +70,7 @@ def test_chunks_cover_every_target_once_with_full_context():
     chunk, context = 100, 30
     stride = chunk - context
     x = np.arange(1000) % 256
-    chunks = audio.chunk_array(x.astype(np.uint8), chunk, context)
+    chunks = chunk_array(x.astype(np.uint8), chunk, context)
     targets = np.concatenate([c[context:] for c in chunks])
     # Targets are exactly samples [context, context + n*stride), each once, in order.
     np.testing.assert_array_equal(targets, x[context:context + len(chunks) * stride])

@@ -170,17 +170,36 @@ def test_a_slow_first_answer_then_a_prompt_one_succeeds(waits):
         assert got.file.read() == data and got.attempts == 2
 
 
-def test_a_trickling_body_is_cut_off_at_the_deadline(waits):
+def test_a_trickling_body_is_cut_off_at_the_deadline_and_not_retried(waits):
     # Every read gets a byte well within timeout_s, but the whole body would take 20 s.
-    cfg = F.FetchConfig(timeout_s=1.0, deadline_s=0.4, max_attempts=2, backoff_s=0.01)
+    cfg = F.FetchConfig(timeout_s=1.0, deadline_s=0.4, max_attempts=3, backoff_s=0.01)
     with serve({"/a.mp3": Stream(b"t", count=1000, interval_s=0.02)}) as base:
         t0 = time.monotonic()
         e = fetch_fails(base + "/a.mp3", waits, cfg)
         elapsed = time.monotonic() - t0
-        assert base.requests["/a.mp3"] == 2
-    assert (e.reason, e.attempts, e.status) == (F.TIMEOUT, 2, 200)
-    assert "deadline" in e.detail
-    assert elapsed < 8.0  # two deadlines of 0.4 s, not the 20 s the body would take
+        assert base.requests["/a.mp3"] == 1
+    assert (e.reason, e.attempts, e.status) == (F.TIMEOUT, 1, 200)
+    assert "deadline" in e.detail and "not retried" in e.detail
+    assert elapsed < 4.0 and waits == []  # one deadline of 0.4 s, not the 20 s of the body
+
+
+def test_the_deadline_covers_every_attempt_and_wait(waits):
+    # 503 for ever with waits of 0.3, 0.6, 1.2 s: the 1 s deadline ends it before the third
+    # wait, whatever max_attempts allows.
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        time.sleep(s)
+
+    cfg = F.FetchConfig(timeout_s=1.0, deadline_s=1.0, max_attempts=10, backoff_s=0.3)
+    with serve({"/a.mp3": 503}) as base:
+        with pytest.raises(F.FetchError) as info:
+            F.fetch(base + "/a.mp3", cfg, sleep=sleep)
+        assert base.requests["/a.mp3"] == 3
+    e = info.value
+    assert (e.reason, e.status, e.attempts) == (F.TIMEOUT, 503, 3)
+    assert slept == [0.3, 0.6] and "deadline" in e.detail
 
 
 @pytest.mark.parametrize("route", [
@@ -267,12 +286,12 @@ def test_a_body_of_exactly_max_bytes_is_accepted(waits):
         assert got.size == 4096
 
 
-class RecordingOpener:
+class RecordingPool:
     def __init__(self):
         self.calls = []
 
-    def open(self, request, timeout=None):
-        self.calls.append(request.full_url)
+    def urlopen(self, method, url, **kw):
+        self.calls.append(url)
         raise AssertionError("no request may be made")
 
 
@@ -282,13 +301,13 @@ class RecordingOpener:
                                  "http://a.example:port/a.mp3", "http://a.example/a b.mp3",
                                  "https://a.example/a\r\nX-Injected: 1"])
 def test_other_schemes_are_rejected_without_a_request(waits, url):
-    opener = RecordingOpener()
+    pool = RecordingPool()
     with pytest.raises(F.FetchError) as info:
-        F.fetch(url, CFG, sleep=waits, opener=opener)
+        F.fetch(url, CFG, sleep=waits, pool=pool)
     e = info.value
     assert e.url == url and repr(url)[1:-1] in e.detail and "\n" not in e.detail
     assert (e.reason, e.attempts, e.status) == (F.REJECTED_URL, 0, None)
-    assert opener.calls == [] and waits == []
+    assert pool.calls == [] and waits == []
 
 
 @pytest.mark.parametrize("target", ["ftp://127.0.0.1/a.mp3", "file:///etc/hostname"])
@@ -335,7 +354,7 @@ def test_bad_config_and_bad_checksum_argument_are_named():
     with pytest.raises(ValueError, match="timeout_s"):
         F.FetchConfig(timeout_s=-1)
     with pytest.raises(ValueError, match="http://x/a.mp3.*not 64 hex"):
-        F.fetch("http://x/a.mp3", CFG, "abc", opener=RecordingOpener())
+        F.fetch("http://x/a.mp3", CFG, "abc", pool=RecordingPool())
 
 
 # --------------------------------------------------------------------------------------

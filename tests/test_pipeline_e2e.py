@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from helpers import tone, write_audio
+from helpers import num_chunks, tone, write_audio
 from wavegen.data import audio
 from wavegen.ingest import song_chunks as preprocess
 from wavegen.data.dataset import load_dataset_spec
@@ -128,7 +128,7 @@ def test_dataset_reads_back_through_tfds_with_its_metadata(cli_run):
             assert spec.genres[ex["genre"]] == ex["song_id"].split("/")[0]
             seen_songs.add(ex["song_id"])
     assert seen_songs == set(GOOD)
-    n_chunks = {sid: audio.num_chunks(int(round(sec * 16000)), 9000, 1000)
+    n_chunks = {sid: num_chunks(int(round(sec * 16000)), 9000, 1000)
                 for sid, (_, _, sec) in GOOD.items()}
     for sid, n in n_chunks.items():
         got = sorted(ex["chunk_index"] for exs in data.values() for ex in exs
@@ -226,7 +226,7 @@ def test_bad_command_lines_give_one_clear_error(corpus, tmp_path, caplog):
     with caplog.at_level("ERROR"):
         assert pipeline.run([f"--input={corpus}", f"--output_dir={tmp_path}/o",
                              "--fetch_attempts=0"]) == 2
-    assert "max_attempts" in caplog.text
+    assert "--fetch_attempts must be" in caplog.text
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "dataset_info.json").write_text("{}")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import tone, write_audio
+from helpers import chunk_array, num_chunks, tone, write_audio
 from wavegen.data import audio
 from wavegen.ingest import song_chunks as preprocess
 from wavegen.ingest import sources
@@ -30,8 +30,8 @@ def test_song_gives_the_expected_chunks_of_the_resampled_song(tmp_path):
     path = write_audio(tmp_path / "a.flac", x, 44100)
     chunks, stats = chunks_of(path)
     mono = audio.resample(audio.mixdown(sf.read(path, dtype="float32")[0]), 44100, 16000)
-    want = audio.chunk_array(audio.quantize(mono, "mulaw", 8), 4000, 1000)
-    assert len(chunks) == len(want) == audio.num_chunks(48000, 4000, 1000) == 15
+    want = chunk_array(audio.quantize(mono, "mulaw", 8), 4000, 1000)
+    assert len(chunks) == len(want) == num_chunks(48000, 4000, 1000) == 15
     # Streaming vs whole-array resampling may flip a bin at a rounding edge, no more.
     diff = np.abs(np.stack(chunks).astype(int) - want.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
@@ -50,7 +50,7 @@ def test_song_silent_at_first_keeps_its_held_back_chunks(tmp_path):
     x = np.concatenate([np.zeros((40000, 1), np.float32), tone(1.0, 16000)])
     path = write_audio(tmp_path / "late.wav", x, 16000)
     chunks, stats = chunks_of(path)
-    assert len(chunks) == audio.num_chunks(56000, 4000, 1000) == stats.chunks
+    assert len(chunks) == num_chunks(56000, 4000, 1000) == stats.chunks
 
 
 def test_too_short_song_fails(tmp_path):
@@ -109,7 +109,7 @@ def test_truncated_long_file_keeps_its_usable_audio(tmp_path):
     cut = tmp_path / "cut.mp3"
     cut.write_bytes(data[:len(data) // 2])
     chunks, stats = chunks_of(str(cut))
-    assert 2 <= len(chunks) <= audio.num_chunks(48000, 4000, 1000) + 1
+    assert 2 <= len(chunks) <= num_chunks(48000, 4000, 1000) + 1
 
 
 @pytest.mark.parametrize("silent_minutes", [0, 3])
@@ -129,7 +129,7 @@ def test_decoding_streams_a_long_file_in_bounded_memory(tmp_path, silent_minutes
         n += 1
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert n == audio.num_chunks(seconds * 16000, 4000, 1000)
+    assert n == num_chunks(seconds * 16000, 4000, 1000)
     assert peak < 8 << 20, f"peak traced memory {peak / 2**20:.1f} MiB"
 
 

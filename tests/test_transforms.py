@@ -12,10 +12,10 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines.transforms import SONGS, Preprocess, ProcessSongs, WriteShards
-from helpers import tone, write_audio
+from helpers import read_records, tone, write_audio
 from wavegen.ingest import song_chunks as preprocess
-from wavegen.ingest import tfrecord_framing as tfrecord
 from wavegen.data.dataset import DatasetSpec, features
+from wavegen.ingest.song_chunks import ChunkingConfig
 from wavegen.ingest.sources import SongRef
 
 SPEC = DatasetSpec(sample_rate=8000, quantization="mulaw", bits=8, chunk_samples=2000,
@@ -54,7 +54,7 @@ def test_process_songs_accounts_for_every_song(songs, tmp_path):
     spill = str(tmp_path / "spill")
     with offline_pipeline() as p:
         out = (p | beam.Create(songs)
-               | beam.ParDo(ProcessSongs(SPEC, -60, spill)).with_outputs(SONGS, main="ex"))
+               | beam.ParDo(ProcessSongs(SPEC, ChunkingConfig(), spill)).with_outputs(SONGS, main="ex"))
         records = out[SONGS] | "Parse" >> beam.Map(json.loads)
         assert_that(records | "Status" >> beam.Map(
             lambda r: (r["song_id"], r["status"], r.get("reason", ""), r["chunks"])),
@@ -103,7 +103,7 @@ def test_write_shards_spreads_and_orders_examples(tmp_path):
         got = []
         for f in files:
             with open(f, "rb") as fh:
-                recs = list(tfrecord.read_records(fh))
+                recs = list(read_records(fh))
             keys = [preprocess.example_key(f"s{int(r.split(b'-')[1]) % 7}",
                                            int(r.split(b"-")[1])) for r in recs]
             assert keys == sorted(keys)  # ordered by the hash inside a shard

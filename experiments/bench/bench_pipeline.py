@@ -63,10 +63,9 @@ def make_mp3s(folder: str, n: int, distinct: int = 10, seconds: float = 30.0) ->
 def bare_floor(paths: list[str]) -> float:
     """Seconds per song for decode + mixdown + resample + quantize, one plain loop, at the
     pipeline's own default rate and bits."""
-    from beam_pipelines.preprocess import build_parser
+    from wavegen.ingest.song_chunks import ChunkingConfig
 
-    defaults = build_parser()
-    sample_rate, bits = defaults.get_default("sample_rate"), defaults.get_default("bits")
+    sample_rate, bits = ChunkingConfig.sample_rate, ChunkingConfig.bits
     t0 = time.perf_counter()
     for p in paths:
         with sf.SoundFile(p) as f:

@@ -16,6 +16,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from wavegen.data.errors import one_line
+
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg")
 QUANTIZATIONS = ("mulaw", "linear")
 DEFAULT_BLOCK_FRAMES = 1 << 16
@@ -40,7 +42,7 @@ def open_audio(source: str | BinaryIO, name: str | None = None) -> sf.SoundFile:
     try:
         handle = sf.SoundFile(source)
     except Exception as e:  # libsndfile raises LibsndfileError, RuntimeError, TypeError...
-        raise AudioDecodeError(f"{name}: not decodable audio ({_one_line(e)})") from e
+        raise AudioDecodeError(f"{name}: not decodable audio ({one_line(e)})") from e
     if handle.samplerate <= 0 or handle.channels <= 0:
         handle.close()
         raise AudioDecodeError(
@@ -60,7 +62,7 @@ def mono_blocks(handle: sf.SoundFile, name: str,
             block = handle.read(block_frames, dtype="float32", always_2d=True)
         except Exception as e:
             raise AudioDecodeError(f"{name}: decode failed after {handle.tell()} frames "
-                                   f"({_one_line(e)})") from e
+                                   f"({one_line(e)})") from e
         if block.shape[0] == 0:
             return
         yield mixdown(block)
@@ -180,22 +182,6 @@ def chunk_stride(chunk_samples: int, context_samples: int) -> int:
     return chunk_samples - context_samples
 
 
-def num_chunks(total: int, chunk_samples: int, context_samples: int) -> int:
-    """How many whole chunks a song of `total` samples gives (the short tail is dropped)."""
-    if total < chunk_samples:
-        return 0
-    return 1 + (total - chunk_samples) // chunk_stride(chunk_samples, context_samples)
-
-
-def chunk_array(x: np.ndarray, chunk_samples: int, context_samples: int) -> np.ndarray:
-    """All chunks of a whole array at once, (n, chunk_samples): the reference for Chunker."""
-    n = num_chunks(len(x), chunk_samples, context_samples)
-    stride = chunk_stride(chunk_samples, context_samples)
-    if n == 0:
-        return np.zeros((0, chunk_samples), x.dtype)
-    return np.stack([x[k * stride:k * stride + chunk_samples] for k in range(n)])
-
-
 class Chunker:
     """Streaming chunker: push arrays of any length, get whole chunks as soon as complete.
 
@@ -273,9 +259,3 @@ def write_wav(path: str, x: np.ndarray, sample_rate: int) -> None:
     """Writes mono float audio in [-1, 1] as 16-bit PCM WAV."""
     sf.write(path, np.clip(np.asarray(x, np.float32), -1.0, 1.0), int(sample_rate),
              subtype="PCM_16", format="WAV")
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-

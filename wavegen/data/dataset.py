@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from wavegen.data import audio
+from wavegen.data import audio, paths
 
 DATASET_NAME = "wavegen"
 UNKNOWN_GENRE = "unknown"
@@ -125,42 +125,19 @@ def example(spec: DatasetSpec, bins: np.ndarray, song_id: str, chunk_index: int,
 
 def load_dataset_spec(data_dir: str) -> DatasetSpec:
     """Reads a dataset directory's DatasetSpec, with one clear error if it is not one."""
-    if not _exists(data_dir):
+    if not paths.exists(data_dir):
         raise DatasetError(f"dataset directory {data_dir} does not exist")
     info = os.path.join(data_dir, INFO_FILE)
-    if not _exists(info):
+    if not paths.exists(info):
         raise DatasetError(f"{data_dir} is not a complete dataset: no dataset_info.json "
                            "(was the pipeline run to the end?)")
     path = os.path.join(data_dir, "metadata.json")
-    if not _exists(path):
+    if not paths.exists(path):
         raise DatasetError(f"{data_dir}: no metadata.json, so no sample rate, bits or "
                            "chunk length; not a wavegen dataset")
-    with _open(path) as f:
+    with paths.open_text(path) as f:
         try:
             md = json.load(f)
         except json.JSONDecodeError as e:
             raise DatasetError(f"{path}: not valid JSON ({e})") from e
     return DatasetSpec.from_metadata(md, where=path)
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
-def _exists(path: str) -> bool:
-    if _is_local(path):
-        return os.path.exists(path)
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.exists(path)
-
-
-def _open(path: str):
-    if _is_local(path):
-        return open(path, encoding="utf-8")
-    import io
-
-    from apache_beam.io.filesystems import FileSystems
-
-    return io.TextIOWrapper(FileSystems.open(path, compression_type="uncompressed"),
-                            encoding="utf-8")

@@ -4,37 +4,43 @@ A URL list holds one http or https URL per line, optionally followed by the song
 (64 hex characters) after whitespace; blank lines and `#` comments are ignored.
 
 `fetch` streams one URL's body into a spooled temporary file (memory up to
-`FetchConfig.spool_bytes`, disk beyond) while hashing it. It retries what may succeed on a
-second try (timeouts, dropped or refused connections, truncated bodies, HTTP 5xx) with
-exponential backoff, a bounded number of times, and gives up at once on what will not
-(HTTP 4xx, a body over the size cap, a checksum mismatch, a URL that is not http(s)).
-Every give-up is a `FetchError` whose `to_record()` is one line of a dead-letter file.
-
-Standard library only (urllib.request / http.client): no Beam, no third-party client.
+`FetchConfig.spool_bytes`, disk beyond) while hashing it. It stands on urllib3: a `Retry`
+retries what may succeed on a second try (timeouts, dropped or refused connections, HTTP
+5xx) with exponential backoff, a bounded number of times; a body cut short while
+streaming is retried through the same `Retry`. It gives up at once on what will not
+succeed (HTTP 4xx, a body over the size cap, a checksum mismatch, a URL that is not
+http(s), a URL past its deadline). Every give-up is a `FetchError` whose `to_record()`
+is one line of a dead-letter file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.client
+import math
 import re
-import ssl
 import tempfile
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+import urllib3
+from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+from wavegen.data.errors import one_line
+
 USER_AGENT = "wavegen/0.1"
 SCHEMES = ("http", "https")
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 10
 
 # Why a URL gave no song. Stable names: they key failed.jsonl, the summary and metrics.
 REJECTED_URL = "rejected_url"  # not a valid http(s) URL (never requested), or redirected to one
 HTTP_ERROR = "http_error"  # a 4xx, a 5xx on the last attempt, or an unfollowable 3xx
-TIMEOUT = "timeout"  # no byte within timeout_s, or no complete body within deadline_s
+TIMEOUT = "timeout"  # no byte within timeout_s, or the URL's deadline_s passed
 CONNECTION = "connection_error"  # refused, reset, dropped mid-response, body cut short
 TOO_LARGE = "too_large"  # Content-Length or the bytes received exceed max_bytes
 CHECKSUM = "checksum_mismatch"  # the body's sha256 is not the one the list gave
@@ -47,11 +53,12 @@ class FetchConfig:
     """How hard and how long to try one URL.
 
     The k-th retry waits min(backoff_s * 2**(k-1), max_backoff_s) before it starts: with the
-    defaults 1 s, 2 s, 4 s between the 4 attempts.
+    defaults 1 s, 2 s, 4 s between the 4 attempts. `deadline_s` bounds the whole URL, every
+    attempt and wait included; a URL past it is given up, not retried.
     """
 
     timeout_s: float = 30.0  # connect timeout, and the longest wait for any single read
-    deadline_s: float = 600.0  # wall-clock limit of one attempt (a trickling server)
+    deadline_s: float = 600.0  # wall-clock limit of one URL, all attempts and waits included
     max_attempts: int = 4  # attempts in total, the first included
     backoff_s: float = 1.0  # wait before the 2nd attempt; doubles for each later one
     max_backoff_s: float = 30.0  # no wait is longer than this
@@ -60,13 +67,14 @@ class FetchConfig:
     spool_bytes: int = 64 << 20  # bodies up to this size stay in memory; larger go to disk
 
     def __post_init__(self):
-        positive = ("timeout_s", "deadline_s", "max_attempts", "max_bytes", "block_bytes")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"FetchConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("backoff_s", "max_backoff_s", "spool_bytes"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"FetchConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            number = (int,) if f.type == "int" else (int, float)
+            zero_ok = f.name in ("backoff_s", "max_backoff_s", "spool_bytes")
+            if (isinstance(value, bool) or not isinstance(value, number)
+                    or not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok)):
+                raise ValueError(f"FetchConfig.{f.name} must be a finite {f.type} "
+                                 f"{'>= 0' if zero_ok else '> 0'}, got {value!r}")
 
     def backoff(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1 = the second attempt)."""
@@ -185,186 +193,175 @@ class Fetched:
         self.close()
 
 
-class _AttemptFailed(Exception):
-    """One attempt's failure, before the retry loop decides whether to try again."""
-
-    def __init__(self, reason: str, what: str, retry: bool, status: int | None = None):
-        super().__init__(what)
-        self.reason, self.what, self.retry, self.status = reason, what, retry, status
-
-
-class _RedirectRejected(Exception):
-    """A redirect to a scheme we do not fetch."""
-
-    def __init__(self, target: str, code: int):
-        super().__init__(target)
-        self.target, self.code = target, code
-
-
-# --------------------------------------------------------------------------------------
-# The opener
-
-
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects like urllib does, except to a scheme other than http(s)."""
-
-    def http_error_302(self, req, fp, code, msg, headers):
-        location = headers.get("location") or headers.get("uri")
-        if location:
-            target = urllib.parse.urljoin(req.full_url, location.strip())
-            if urllib.parse.urlsplit(target).scheme.lower() not in SCHEMES:
-                fp.close()
-                raise _RedirectRejected(target, code)
-        return super().http_error_302(req, fp, code, msg, headers)
-
-    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
-
-
-def _default_opener() -> urllib.request.OpenerDirector:
-    """An opener that speaks only http and https (environment proxies honoured)."""
-    opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
-                    urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
-                    urllib.request.HTTPDefaultErrorHandler(), _HttpOnlyRedirects(),
-                    urllib.request.HTTPErrorProcessor()):
-        opener.add_handler(handler)
-    return opener
-
-
 # --------------------------------------------------------------------------------------
 # Fetching
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+class _GiveUp(Exception):
+    """Ends a fetch: why, what happened, the last HTTP status, and whether it was retried."""
+
+    def __init__(self, reason: str, what: str, status: int | None = None,
+                 retried: bool = False):
+        super().__init__(what)
+        self.reason, self.what, self.status, self.retried = reason, what, status, retried
 
 
-def _network_failure(exc: BaseException, cfg: FetchConfig) -> _AttemptFailed:
-    """Classifies an exception raised while connecting or reading."""
-    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
-        exc = exc.reason
-    text = _one_line(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-    if isinstance(exc, http.client.InvalidURL):  # e.g. a redirect to a malformed URL
-        return _AttemptFailed(REJECTED_URL, text, retry=False)
-    if isinstance(exc, TimeoutError):
-        wait = min(cfg.timeout_s, cfg.deadline_s)
-        return _AttemptFailed(TIMEOUT, f"timed out: no answer within {wait:g} s", retry=True)
-    if isinstance(exc, ssl.SSLCertVerificationError):  # will not fix itself
-        return _AttemptFailed(CONNECTION, text, retry=False)
-    if isinstance(exc, (OSError, http.client.HTTPException)):
-        return _AttemptFailed(CONNECTION, text, retry=True)
-    return _AttemptFailed(CONNECTION, text, retry=False)  # e.g. URLError('unknown url type')
+@dataclasses.dataclass
+class _Attempts:
+    """What every copy of one URL's `_Retry` shares: the attempts made so far, the last
+    HTTP status seen, the URL's clock and the `sleep` to wait with."""
+
+    cfg: FetchConfig
+    sleep: Callable[[float], Any]
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    made: int = 1
+    status: int | None = None
+
+    def left(self) -> float:
+        return self.cfg.deadline_s - (time.monotonic() - self.started)
+
+    def check_deadline(self, received: int) -> None:
+        if self.left() <= 0:
+            raise _GiveUp(TIMEOUT, f"no complete body within the deadline of "
+                          f"{self.cfg.deadline_s:g} s ({received} bytes received)", self.status)
 
 
-def _http_failure(e: urllib.error.HTTPError) -> _AttemptFailed:
-    """A non-2xx response: 5xx may pass, anything else (4xx, unfollowed 3xx) will not."""
-    e.close()
-    return _AttemptFailed(HTTP_ERROR, f"HTTP {e.code} {_one_line(e.reason or '')}".rstrip(),
-                          retry=e.code >= 500, status=e.code)
+class _Retry(urllib3.Retry):
+    """urllib3's Retry with wavegen's policy: 5xx, timeouts and dropped connections retried,
+    `max_attempts` in all; before retry k a wait of `FetchConfig.backoff(k)` (urllib3 waits
+    nothing before the first retry) through the injected `sleep`, unless the wait would
+    run past the URL's deadline; TLS errors not retried; redirects left to `_open`."""
+
+    attempts: _Attempts
+
+    @classmethod
+    def for_url(cls, attempts: _Attempts) -> "_Retry":
+        cfg = attempts.cfg
+        retry = cls(total=cfg.max_attempts - 1, other=0, redirect=False,
+                    raise_on_redirect=False, status_forcelist=range(500, 600),
+                    raise_on_status=False, respect_retry_after_header=False)
+        retry.attempts = attempts
+        return retry
+
+    def new(self, **kw) -> "_Retry":
+        retry = super().new(**kw)
+        retry.attempts = self.attempts
+        return retry
+
+    def increment(self, *args, **kw) -> "_Retry":
+        response = kw.get("response", args[2] if len(args) > 2 else None)
+        if response is not None:
+            self.attempts.status = response.status
+        retry = super().increment(*args, **kw)  # raises MaxRetryError when attempts run out
+        self.attempts.made += 1
+        return retry
+
+    def get_backoff_time(self) -> float:
+        return self.attempts.cfg.backoff(len(self.history)) if self.history else 0.0
+
+    def sleep(self, response=None) -> None:
+        wait = self.get_backoff_time()
+        if wait >= self.attempts.left():  # the next attempt is not made
+            self.attempts.made -= 1
+            raise _GiveUp(TIMEOUT, f"the deadline of {self.attempts.cfg.deadline_s:g} s "
+                          f"would pass before attempt {self.attempts.made + 1}",
+                          self.attempts.status)
+        self.attempts.sleep(wait)
 
 
-def _open(opener, url: str, cfg: FetchConfig):
-    """Sends the request; returns the response (headers read) or raises _AttemptFailed."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    try:
-        return opener.open(request, timeout=min(cfg.timeout_s, cfg.deadline_s))
-    except _RedirectRejected as e:
-        raise _AttemptFailed(REJECTED_URL, f"redirected (HTTP {e.code}) to {e.target}, which "
-                             f"is not {' or '.join(SCHEMES)}", retry=False, status=e.code)
-    except urllib.error.HTTPError as e:
-        raise _http_failure(e) from None
-    except (OSError, http.client.HTTPException) as e:
-        raise _network_failure(e, cfg) from None
-
-
-def _content_length(response) -> int | None:
-    value = response.headers.get("Content-Length")
-    try:
-        n = int(value) if value is not None else None
-    except ValueError:
-        return None
-    return n if n is not None and n >= 0 else None
-
-
-def _recv(response, n: int, cfg: FetchConfig) -> bytes:
-    """At most n bytes, with at most one read on the socket (so deadlines are checked)."""
-    read = getattr(response, "read1", response.read)
-    try:
-        return read(n)
-    except (OSError, http.client.HTTPException) as e:
-        raise _network_failure(e, cfg) from None
-
-
-def _stream_body(response, spool: BinaryIO, cfg: FetchConfig, started: float) -> tuple[int, str]:
-    """Copies the body into `spool` while hashing it; returns (size, sha256 hex)."""
-    status = response.status
-    declared = _content_length(response)
-    if declared is not None and declared > cfg.max_bytes:
-        raise _AttemptFailed(TOO_LARGE, f"Content-Length {declared} exceeds the limit of "
-                             f"{cfg.max_bytes} bytes", retry=False, status=status)
-    digest, size = hashlib.sha256(), 0
-    while True:
-        if time.monotonic() - started > cfg.deadline_s:
-            raise _AttemptFailed(TIMEOUT, f"no complete body within the deadline of "
-                                 f"{cfg.deadline_s:g} s ({size} bytes received)",
-                                 retry=True, status=status)
-        block = _recv(response, cfg.block_bytes, cfg)
-        if not block:
-            break
-        size += len(block)
-        if size > cfg.max_bytes:
-            raise _AttemptFailed(TOO_LARGE, f"the body exceeds the limit of {cfg.max_bytes} "
-                                 "bytes (stopped reading)", retry=False, status=status)
-        digest.update(block)
-        spool.write(block)
-    if declared is not None and size < declared:
-        raise _AttemptFailed(CONNECTION, f"the body ended after {size} of the {declared} "
-                             "bytes of its Content-Length", retry=True, status=status)
-    return size, digest.hexdigest()
-
-
-def _new_spool(cfg: FetchConfig) -> BinaryIO:
-    spool = tempfile.SpooledTemporaryFile(max_size=cfg.spool_bytes, prefix="wavegen-fetch-")
-    if cfg.spool_bytes == 0:  # max_size=0 would mean "never spill": spill at once instead
-        spool.rollover()
-    return spool
-
-
-def _attempt(opener, url: str, cfg: FetchConfig,
-             status_seen: list[int]) -> tuple[BinaryIO, int, int, str]:
-    """One attempt: (spool at 0, size, status, sha256) or raises _AttemptFailed."""
-    started = time.monotonic()
-    try:
-        response = _open(opener, url, cfg)
-    except _AttemptFailed as e:
-        if e.status is not None:
-            status_seen.append(e.status)
-        raise
-    status_seen.append(response.status)
-    spool = _new_spool(cfg)
-    try:
-        with response:
-            size, sha = _stream_body(response, spool, cfg, started)
-    except BaseException:
-        spool.close()
-        raise
-    spool.seek(0)
-    return spool, size, response.status, sha
-
-
-def _check_url(url: str) -> None:
-    """Rejects, before any request, what is not a well-formed http(s) URL."""
+def _url_problem(url: str) -> str | None:
+    """Why `url` is not a well-formed http(s) URL, or None."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in SCHEMES or not parts.hostname:
-        raise FetchError(url, REJECTED_URL, f"{url}: not an http or https URL "
-                         "(URL lists may only name http:// and https:// songs)", attempts=0)
+        return "not an http or https URL (URL lists may only name http:// and https:// songs)"
     try:
         parts.port
     except ValueError as e:
-        raise FetchError(url, REJECTED_URL, f"{url}: bad port ({e})", attempts=0) from None
+        return f"bad port ({e})"
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise FetchError(url, REJECTED_URL, f"{url!r}: a URL may not hold spaces or control "
-                         "characters (write them %-encoded)", attempts=0)
+        return "a URL may not hold spaces or control characters (write them %-encoded)"
+    return None
+
+
+def _default_pool(url: str) -> urllib3.PoolManager:
+    """A pool for `url`, through the environment's proxy for its scheme if it names one."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme.lower())
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return urllib3.ProxyManager(proxy)
+    return urllib3.PoolManager()
+
+
+def _open(pool, url: str, retry: _Retry, attempts: _Attempts):
+    """GETs `url`, following redirects to http(s) URLs only; returns the final response
+    with its body unread (statuses 5xx and timeouts are retried inside urllib3)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        wait = max(min(attempts.cfg.timeout_s, attempts.left()), 1e-3)
+        response = pool.urlopen("GET", url, headers={"User-Agent": USER_AGENT},
+                                retries=retry, redirect=False, preload_content=False,
+                                decode_content=False, timeout=urllib3.Timeout(wait, wait))
+        attempts.status = response.status
+        location = response.headers.get("Location")
+        if response.status not in REDIRECTS or not location:
+            return response
+        response.close()
+        target = urllib.parse.urljoin(url, location.strip())
+        problem = _url_problem(target)
+        if problem:
+            raise _GiveUp(REJECTED_URL, f"redirected (HTTP {response.status}) to {target}, "
+                          f"which is not usable: {problem}", response.status)
+        url, retry = target, response.retries or retry
+    raise _GiveUp(HTTP_ERROR, f"more than {MAX_REDIRECTS} redirects", attempts.status)
+
+
+def _read_body(response, spool: BinaryIO, attempts: _Attempts) -> tuple[int, str]:
+    """Streams the body into `spool` while hashing it; returns (size, sha256 hex)."""
+    cfg = attempts.cfg
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > cfg.max_bytes:
+        raise _GiveUp(TOO_LARGE, f"Content-Length {declared} exceeds the limit of "
+                      f"{cfg.max_bytes} bytes", response.status)
+    digest, size = hashlib.sha256(), 0
+    while True:
+        attempts.check_deadline(size)
+        block = response.read1(cfg.block_bytes)  # what one read gives: deadlines hold
+        if not block:
+            return size, digest.hexdigest()
+        size += len(block)
+        if size > cfg.max_bytes:
+            raise _GiveUp(TOO_LARGE, f"the body exceeds the limit of {cfg.max_bytes} bytes "
+                          "(stopped reading)", response.status)
+        digest.update(block)
+        spool.write(block)
+
+
+def _download(pool, url: str, spool: BinaryIO, attempts: _Attempts) -> tuple[int, str]:
+    """The body of `url` into `spool`: (size, sha256). A body that breaks off or stalls
+    is retried through the same Retry as the request; raises _GiveUp or MaxRetryError."""
+    retry = _Retry.for_url(attempts)
+    while True:
+        response = _open(pool, url, retry, attempts)
+        try:
+            if response.status >= 300:  # 4xx, an unfollowable 3xx, or 5xx to the end
+                raise _GiveUp(HTTP_ERROR, f"HTTP {response.status} "
+                              f"{one_line(response.reason or '')}".rstrip(),
+                              response.status, retried=response.status >= 500)
+            spool.seek(0)
+            spool.truncate()
+            return _read_body(response, spool, attempts)
+        except HTTPError as e:  # urllib3's: the body broke off, timed out or was cut short
+            retry = (response.retries or retry).increment("GET", url, error=e)
+            retry.sleep()
+        finally:
+            response.close()
+
+
+def _network_failure(e: MaxRetryError, timeout_s: float) -> _GiveUp:
+    """The last error of a URL whose retries ran out."""
+    cause = e.reason if e.reason is not None else e
+    if isinstance(cause, Urllib3Timeout) and not isinstance(cause, NewConnectionError):
+        return _GiveUp(TIMEOUT, f"timed out: no answer within {timeout_s:g} s", retried=True)
+    return _GiveUp(CONNECTION, one_line(f"{type(cause).__name__}: {cause}"), retried=True)
 
 
 def _check_sha256(url: str, sha256: str | None) -> str | None:
@@ -375,47 +372,53 @@ def _check_sha256(url: str, sha256: str | None) -> str | None:
     return sha256.lower()
 
 
+def _new_spool(cfg: FetchConfig) -> BinaryIO:
+    spool = tempfile.SpooledTemporaryFile(max_size=cfg.spool_bytes, prefix="wavegen-fetch-")
+    if cfg.spool_bytes == 0:  # max_size=0 would mean "never spill": spill at once instead
+        spool.rollover()
+    return spool
+
+
 def fetch(url: str, cfg: FetchConfig = FetchConfig(), sha256: str | None = None, *,
-          sleep: Callable[[float], Any] = time.sleep, opener=None) -> Fetched:
+          sleep: Callable[[float], Any] = time.sleep, pool=None) -> Fetched:
     """Downloads one URL into a spooled temporary file, verifying `sha256` if given.
 
-    Retries timeouts (no byte for `timeout_s`, or no complete body within `deadline_s`),
-    connection failures (refused, reset, dropped mid-response, a body shorter than its
-    Content-Length) and HTTP 5xx, up to `cfg.max_attempts` attempts in all, calling
-    `sleep(cfg.backoff(k))` before retry k. Does not retry HTTP 4xx, a body larger than
-    `cfg.max_bytes` (refused from its Content-Length, or as soon as the bytes received pass
-    it) or a checksum mismatch. Follows redirects, but only to http(s) URLs.
+    Retries timeouts (no byte for `timeout_s`), connection failures (refused, reset,
+    dropped mid-response, a body shorter than its Content-Length) and HTTP 5xx, up to
+    `cfg.max_attempts` attempts in all, calling `sleep(cfg.backoff(k))` before retry k.
+    Does not retry HTTP 4xx, a body larger than `cfg.max_bytes` (refused from its
+    Content-Length, or as soon as the bytes received pass it), a checksum mismatch, or a
+    URL past `cfg.deadline_s`. Follows redirects, but only to http(s) URLs.
 
-    `opener` (tests, proxies with credentials) is anything with urllib's
-    `open(request, timeout=...)`; by default an opener that speaks only http and https.
-    Raises FetchError (never anything else for network trouble); the returned
-    `Fetched.file` is the caller's to close.
+    `pool` (tests, proxies with credentials) is anything with urllib3's `urlopen`; by
+    default a PoolManager (the environment's proxy if it names one). Raises FetchError
+    (never anything else for network trouble); `Fetched.file` is the caller's to close.
     """
-    _check_url(url)
+    problem = _url_problem(url)
+    if problem:
+        shown = url if url.isprintable() and " " not in url else repr(url)
+        raise FetchError(url, REJECTED_URL, f"{shown}: {problem}", attempts=0)
     expected = _check_sha256(url, sha256)
-    opener = opener or _default_opener()
-    status_seen: list[int] = []
-    for attempt in range(1, cfg.max_attempts + 1):
-        try:
-            spool, size, status, actual = _attempt(opener, url, cfg, status_seen)
-        except _AttemptFailed as e:
-            if e.retry and attempt < cfg.max_attempts:
-                sleep(cfg.backoff(attempt))
-                continue
-            raise _give_up(url, e, attempt, status_seen) from None
+    attempts = _Attempts(cfg, sleep)
+    spool = _new_spool(cfg)
+    try:
+        size, actual = _download(pool or _default_pool(url), url, spool, attempts)
         if expected is not None and actual != expected:
-            spool.close()
-            raise FetchError(url, CHECKSUM, f"{url}: sha256 mismatch: expected "
-                             f"{expected[:12]}..., got {actual[:12]}... ({size} bytes)",
-                             status=status, attempts=attempt)
-        return Fetched(file=spool, size=size, attempts=attempt, status=status, sha256=actual)
-    raise AssertionError("unreachable: max_attempts >= 1")
-
-
-def _give_up(url: str, e: _AttemptFailed, attempts: int, status_seen: list[int]) -> FetchError:
-    """The FetchError for the last attempt's failure."""
-    plural = "s" if attempts != 1 else ""
-    tries = f"after {attempts} attempt{plural}" if e.retry else f"attempt {attempts}, not retried"
-    status = e.status if e.status is not None else (status_seen[-1] if status_seen else None)
-    return FetchError(url, e.reason, f"{url}: {e.what} ({tries})", status=status,
-                      attempts=attempts)
+            raise _GiveUp(CHECKSUM, f"sha256 mismatch: expected {expected[:12]}..., got "
+                          f"{actual[:12]}... ({size} bytes)", attempts.status)
+    except (_GiveUp, MaxRetryError) as e:
+        spool.close()
+        if isinstance(e, MaxRetryError):
+            e = _network_failure(e, min(cfg.timeout_s, cfg.deadline_s))
+        n = attempts.made
+        tries = f"after {n} attempt{'s' * (n != 1)}" if e.retried else \
+            f"attempt {n}, not retried"
+        raise FetchError(url, e.reason, f"{url}: {e.what} ({tries})",
+                         status=e.status if e.status is not None else attempts.status,
+                         attempts=n) from None
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return Fetched(file=spool, size=size, attempts=attempts.made, status=attempts.status,
+                   sha256=actual)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import re
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
@@ -14,8 +15,8 @@ from typing import BinaryIO
 import numpy as np
 
 from wavegen.data import audio
+from wavegen.data.dataset import DatasetSpec, genre_names
 from wavegen.ingest import fetch
-from wavegen.data.dataset import DatasetSpec
 
 # Why a song was not written. Stable names: they key failed.jsonl, the summary and metrics.
 UNDECODABLE = "undecodable"  # not audio, corrupt, or a decoder error before any audio
@@ -37,6 +38,64 @@ class SongFailure(Exception):
         self.detail = detail
 
 
+@dataclasses.dataclass(frozen=True)
+class ChunkingConfig:
+    """How songs become chunks: the pipeline's audio settings, their defaults (the command
+    line's flags read them from here) and their checks (made here, once)."""
+
+    sample_rate: int = 16000  # Hz of the dataset
+    quantization: str = "mulaw"  # one of audio.QUANTIZATIONS
+    bits: int = 8  # 2**bits classes, 1..16
+    chunk_seconds: float = 1.0  # new audio (training targets) per chunk, context excluded
+    context_samples: int = 4096  # samples of preceding audio each chunk carries
+    silence_db: float = -60.0  # a song whose peak stays below this (dBFS) is rejected
+
+    # Upper bounds that keep one chunk's arithmetic and memory sane.
+    MAX_SAMPLE_RATE = 384_000
+    MAX_CHUNK_SAMPLES = 1 << 26
+
+    def __post_init__(self):
+        def bad(name, want):
+            return ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
+
+        def whole(name):
+            v = getattr(self, name)
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def finite(name):
+            v = getattr(self, name)
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not whole("sample_rate") or not 1 <= self.sample_rate <= self.MAX_SAMPLE_RATE:
+            raise bad("sample_rate", f"a whole number of Hz in 1..{self.MAX_SAMPLE_RATE}")
+        if self.quantization not in audio.QUANTIZATIONS:
+            raise bad("quantization", f"one of {', '.join(audio.QUANTIZATIONS)}")
+        if not whole("bits") or not 1 <= self.bits <= 16:
+            raise bad("bits", "a whole number in 1..16")
+        if not finite("chunk_seconds") or self.target_samples < 1:
+            raise bad("chunk_seconds", f"finite and at least one sample "
+                      f"({1 / self.sample_rate:g} s at {self.sample_rate} Hz)")
+        if not whole("context_samples") or self.context_samples < 0:
+            raise bad("context_samples", "a whole number >= 0")
+        if self.target_samples + self.context_samples > self.MAX_CHUNK_SAMPLES:
+            raise bad("chunk_seconds", f"such that a chunk, context included, holds at most "
+                      f"{self.MAX_CHUNK_SAMPLES} samples")
+        if not finite("silence_db") or self.silence_db > 0:
+            raise bad("silence_db", "a finite level in dBFS, <= 0")
+
+    @property
+    def target_samples(self) -> int:
+        """Target samples per chunk (chunk_seconds at sample_rate, rounded)."""
+        return int(round(self.chunk_seconds * self.sample_rate))
+
+    def spec(self, genres) -> DatasetSpec:
+        """The dataset's facts for songs with these genres."""
+        return DatasetSpec(sample_rate=self.sample_rate, quantization=self.quantization,
+                           bits=self.bits, chunk_samples=self.target_samples
+                           + self.context_samples, context_samples=self.context_samples,
+                           genres=genre_names(genres))
+
+
 @dataclasses.dataclass
 class SongStats:
     """Filled in while a song streams through `song_chunks`."""
@@ -55,7 +114,7 @@ class SongStats:
 
 
 def song_chunks(source: str | BinaryIO, name: str, spec: DatasetSpec, stats: SongStats,
-                silence_db: float = -60.0,
+                silence_db: float = ChunkingConfig.silence_db,
                 block_frames: int = audio.DEFAULT_BLOCK_FRAMES) -> Iterator[np.ndarray]:
     """Decodes, mixes down, resamples, quantizes and chunks one song, streaming.
 

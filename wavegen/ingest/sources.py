@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from wavegen.data import audio
+from wavegen.data.paths import is_local, local_path
 from wavegen.ingest import fetch
 from wavegen.ingest import fma_metadata as fma
 from wavegen.data.dataset import UNKNOWN_GENRE
@@ -67,17 +68,9 @@ def _fs():
     return FileSystems
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
-
-
 def _relative(path: str, base: str) -> str:
-    if _is_local(path):
-        return os.path.relpath(_local(path), _local(base)).replace(os.sep, "/")
+    if is_local(path):
+        return os.path.relpath(local_path(path), local_path(base)).replace(os.sep, "/")
     base = base.rstrip("/") + "/"
     return path[len(base):] if path.startswith(base) else posixpath.basename(path)
 
@@ -121,18 +114,18 @@ def expand_input(spec: str, genre_from: str = "none") -> list[SongRef]:
     fs = _fs()
     if genre_from not in GENRE_FROM:
         raise SourceError(f"--genre_from must be one of {GENRE_FROM}, got {genre_from!r}")
-    literal = _is_local(spec) and os.path.exists(_local(spec))  # 'Album [FLAC]/' is a folder
+    literal = is_local(spec) and os.path.exists(local_path(spec))  # 'Album [FLAC]/': a folder
     if _GLOB_CHARS.search(spec) and not literal:
         prefix = _GLOB_CHARS.split(spec, 1)[0]
-        base = os.path.dirname(prefix) if _is_local(spec) else posixpath.dirname(prefix)
+        base = os.path.dirname(prefix) if is_local(spec) else posixpath.dirname(prefix)
         found = [m for m in fs.match([spec])[0].metadata_list if _is_input_file(m.path)]
         kind = "glob"
-    elif _is_local(spec) and os.path.isdir(_local(spec)):
+    elif is_local(spec) and os.path.isdir(local_path(spec)):
         base = spec.rstrip("/") or "/"
-        found = [m for m in _walk(_local(base)) if audio.is_audio_path(m.path)]
+        found = [m for m in _walk(local_path(base)) if audio.is_audio_path(m.path)]
         kind = "folder"
     elif fs.exists(spec):
-        base = os.path.dirname(spec) if _is_local(spec) else posixpath.dirname(spec)
+        base = os.path.dirname(spec) if is_local(spec) else posixpath.dirname(spec)
         found = fs.match([spec])[0].metadata_list
         kind = "file"
         if not _is_input_file(spec):
@@ -142,7 +135,7 @@ def expand_input(spec: str, genre_from: str = "none") -> list[SongRef]:
     else:
         # A remote "folder" is a prefix.
         base = spec.rstrip("/")
-        found = [] if _is_local(spec) else [
+        found = [] if is_local(spec) else [
             m for m in fs.match([base + "/**"])[0].metadata_list
             if audio.is_audio_path(m.path)]
         kind = "folder"
@@ -338,7 +331,7 @@ class ArchiveCache:
             self._open.move_to_end(uri)
             zf = self._open[uri][1]
         else:
-            f = open(_local(uri), "rb") if _is_local(uri) else \
+            f = open(local_path(uri), "rb") if is_local(uri) else \
                 _fs().open(uri, compression_type="uncompressed")
             zf = zipfile.ZipFile(f)
             self._open[uri] = (f, zf)
@@ -378,8 +371,8 @@ def open_song(song: SongRef, archives: ArchiveCache, fetch_cfg: fetch.FetchConfi
         got = fetch.fetch(song.uri, fetch_cfg, song.sha256 or None)
         with got.file as f:
             yield f
-    elif _is_local(song.uri):
-        yield _local(song.uri)
+    elif is_local(song.uri):
+        yield local_path(song.uri)
     else:
         with _fs().open(song.uri, compression_type="uncompressed") as f:
             yield f

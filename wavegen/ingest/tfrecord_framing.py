@@ -7,8 +7,7 @@ the data. The format TensorFlow, TFDS and Beam's tfrecordio read.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from collections.abc import Iterable
 
 import google_crc32c
 
@@ -40,21 +39,3 @@ def write_records(path: str, records: Iterable[bytes]) -> tuple[int, int]:
             n += 1
             size += len(data)
     return n, size
-
-
-def read_records(f: BinaryIO) -> Iterator[bytes]:
-    """Reads records back, checking both checksums (used by tests and tools)."""
-    while True:
-        head = f.read(12)
-        if not head:
-            return
-        if len(head) < 12:
-            raise ValueError("truncated TFRecord header")
-        length, crc = struct.unpack("<QI", head)
-        if masked_crc(head[:8]) != crc:
-            raise ValueError("TFRecord length checksum mismatch")
-        data = f.read(length)
-        (dcrc,) = struct.unpack("<I", f.read(4))
-        if len(data) < length or masked_crc(data) != dcrc:
-            raise ValueError("TFRecord data checksum mismatch")
-        yield data

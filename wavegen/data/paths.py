@@ -1,0 +1,42 @@
+"""Paths that may be local or remote (gs://, s3://...): one test of which is which.
+
+Local paths (no scheme, or file://) go to the operating system; anything else to Beam's
+FileSystems, imported only when a remote path is used (wavegen.data never needs Beam
+for local datasets).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import TextIO
+
+FILE_SCHEME = "file://"
+
+
+def is_local(path: str) -> bool:
+    """Whether `path` names the local filesystem: no URL scheme, or file://."""
+    return "://" not in path or path.startswith(FILE_SCHEME)
+
+
+def local_path(path: str) -> str:
+    """A local path as the operating system wants it (file:// removed)."""
+    return path[len(FILE_SCHEME):] if path.startswith(FILE_SCHEME) else path
+
+
+def exists(path: str) -> bool:
+    if is_local(path):
+        return os.path.exists(local_path(path))
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.exists(path)
+
+
+def open_text(path: str) -> TextIO:
+    """Opens a local or remote UTF-8 text file for reading."""
+    if is_local(path):
+        return open(local_path(path), encoding="utf-8")
+    from apache_beam.io.filesystems import FileSystems
+
+    return io.TextIOWrapper(FileSystems.open(path, compression_type="uncompressed"),
+                            encoding="utf-8")
