@@ -1,4 +1,4 @@
-"""Train a WaveNet: a thin Hydra entry point over wavegen.trainer.train_and_evaluate.
+"""Train a WaveNet: a thin Hydra entry point over wavegen.training.loop.train_and_evaluate.
 
     .venv/bin/python experiments/train.py data.dir=DATASET_DIR model=small \
         train.steps=N train.batch_size=B train.seed=S train.log_every=K \
@@ -49,8 +49,8 @@ def main(cfg: DictConfig) -> float | None:
             raise trainer.TrainingError(
                 "train.distributed=true needs hydra.run.dir=... (the same shared directory "
                 "on every host): the default is a timestamp, different on each host")
-        model_cfg, optim_cfg, run = schema.to_train_job(cfg)
-        summary = trainer.train_and_evaluate(model_cfg, optim_cfg, run, workdir)
+        model_cfg, optim_cfg, data, run = schema.to_train_job(cfg)
+        summary = trainer.train_and_evaluate(model_cfg, optim_cfg, data, run, workdir)
     except (MissingMandatoryValue, trainer.TrainingError, ValueError) as e:
         if isinstance(e, MissingMandatoryValue):
             log.error("missing a required setting: %s (e.g. %s=...)", e.full_key, e.full_key)

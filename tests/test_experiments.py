@@ -59,11 +59,11 @@ def compose_train(overrides):
 def test_configs_compose_into_the_library_dataclasses():
     cfg = compose_train(["data.dir=/data/x", "model=medium", "optim.lr=3e-4",
                          "train.steps=1234", "model.dtype=bfloat16"])
-    model_cfg, optim_cfg, run = schema.to_train_job(cfg)
+    model_cfg, optim_cfg, data, run = schema.to_train_job(cfg)
     assert (model_cfg.stacks, model_cfg.residual_channels, model_cfg.dtype) == (3, 128,
                                                                                 "bfloat16")
-    assert optim_cfg.learning_rate == 3e-4 and optim_cfg.total_steps == 1234
-    assert run.data_dir == "/data/x" and run.steps == 1234
+    assert optim_cfg.lr == 3e-4 and optim_cfg.for_run(run.steps).total_steps == 1234
+    assert data.dir == "/data/x" and run.steps == 1234
 
 
 def test_smoke_experiment_holds_only_differences():
@@ -218,7 +218,7 @@ def test_bad_situations_give_one_clear_line(dataset, smoke_run, tmp_path):
     assert not os.path.exists(os.path.join(tmp_path, "r5", "metrics.jsonl"))  # before any step
     res = train("+experiment=smoke", f"data.dir={dataset}", f"hydra.run.dir={ref_dir}",
                 "optim.lr=0.01", check=False)
-    assert res.returncode == 1 and "other optimizer settings (learning_rate" in res.output
+    assert res.returncode == 1 and "other optimizer settings (lr" in res.output
     res = train("+experiment=smoke", f"data.dir={dataset}", "train.distributed=true",
                 check=False)
     assert res.returncode == 1 and "needs hydra.run.dir" in res.output

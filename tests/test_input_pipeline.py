@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wavegen.data import input_pipeline as ip
-from wavegen.data.dataset import DatasetError, load_dataset_spec
+from wavegen.data.dataset import DatasetError, open_dataset
 
 SR = 8000
 CONTEXT = 300
@@ -21,6 +21,15 @@ def data_dir(synth_dataset):
                          context_samples=CONTEXT)
 
 
+@pytest.fixture(scope="module")
+def ds(data_dir):
+    return open_dataset(data_dir)
+
+
+def win(ds, rf=RF, targets=None):
+    return ip.Window(ds.spec, rf, targets)
+
+
 def raw_examples(data_dir, split):
     """Every example of a split as (audio uint8, genre) straight from TFDS."""
     import tensorflow_datasets as tfds
@@ -29,9 +38,9 @@ def raw_examples(data_dir, split):
     return [(ex["audio"], int(ex["genre"])) for ex in tfds.as_numpy(ds)]
 
 
-def test_batches_are_shaped_for_pmap_and_are_chunk_tails(data_dir):
-    spec = load_dataset_spec(data_dir)
-    it = ip.train_batches(data_dir, receptive_field=RF, per_device_batch=3, num_devices=2)
+def test_batches_are_shaped_for_pmap_and_are_chunk_tails(data_dir, ds):
+    spec = ds.spec
+    it = ip.train_batches(ds, win(ds), per_device_batch=3, num_devices=2)
     batch = next(it)
     length = RF + spec.target_samples
     assert batch["audio"].shape == (2, 3, length) and batch["audio"].dtype == np.int32
@@ -43,11 +52,11 @@ def test_batches_are_shaped_for_pmap_and_are_chunk_tails(data_dir):
         assert (window.astype(np.uint8).tobytes(), genre) in tails
 
 
-def test_shorter_windows_stay_in_the_target_region(data_dir):
-    spec = load_dataset_spec(data_dir)
+def test_shorter_windows_stay_in_the_target_region(data_dir, ds):
+    spec = ds.spec
     targets = 200
-    it = ip.train_batches(data_dir, receptive_field=RF, per_device_batch=4, num_devices=1,
-                          targets=targets, seed=3)
+    it = ip.train_batches(ds, win(ds, targets=targets), per_device_batch=4, num_devices=1,
+                          seed=3)
     chunks = [a for a, _ in raw_examples(data_dir, "train")]
     starts = set()
     for _ in range(4):
@@ -62,10 +71,10 @@ def test_shorter_windows_stay_in_the_target_region(data_dir):
     assert len(starts) > 1  # the position is drawn, not fixed
 
 
-def test_the_stream_is_a_function_of_the_seed(data_dir):
+def test_the_stream_is_a_function_of_the_seed(data_dir, ds):
     def first(seed, n=4):
-        it = ip.train_batches(data_dir, receptive_field=RF, per_device_batch=2,
-                              num_devices=1, targets=150, seed=seed)
+        it = ip.train_batches(ds, win(ds, targets=150), per_device_batch=2, num_devices=1,
+                              seed=seed)
         return np.stack([next(it)["audio"] for _ in range(n)])
 
     a = first(7)
@@ -73,23 +82,22 @@ def test_the_stream_is_a_function_of_the_seed(data_dir):
     assert not np.array_equal(a, first(8))
 
 
-def test_save_and_restore_resume_exactly(data_dir, tmp_path):
-    kw = dict(receptive_field=RF, per_device_batch=2, num_devices=2, targets=120, seed=5,
-              shuffle_buffer=16)
-    it = ip.train_batches(data_dir, **kw)
+def test_save_and_restore_resume_exactly(data_dir, ds, tmp_path):
+    kw = dict(per_device_batch=2, num_devices=2, seed=5, shuffle_buffer=16)
+    it = ip.train_batches(ds, win(ds, targets=120), **kw)
     for _ in range(7):  # past the first epoch's end as well (the train split is small)
         next(it)
     path = it.save(str(tmp_path / "iterator" / "ckpt"))
     expected = [next(it) for _ in range(12)]
 
-    resumed = ip.train_batches(data_dir, **kw)
+    resumed = ip.train_batches(ds, win(ds, targets=120), **kw)
     resumed.restore(str(tmp_path / "iterator" / "ckpt"))
     for want in expected:
         got = next(resumed)
         np.testing.assert_array_equal(got["audio"], want["audio"])
         np.testing.assert_array_equal(got["genre"], want["genre"])
     # The replay route reaches the same position.
-    replay = ip.train_batches(data_dir, **kw)
+    replay = ip.train_batches(ds, win(ds, targets=120), **kw)
     replay.skip_batches(7)
     np.testing.assert_array_equal(next(replay)["audio"], expected[0]["audio"])
     assert path.startswith(str(tmp_path))
@@ -97,11 +105,10 @@ def test_save_and_restore_resume_exactly(data_dir, tmp_path):
         resumed.restore(str(tmp_path / "nothing"))
 
 
-def test_eval_covers_the_split_once_with_a_mask(data_dir):
-    spec = load_dataset_spec(data_dir)
+def test_eval_covers_the_split_once_with_a_mask(data_dir, ds):
+    spec = ds.spec
     raw = raw_examples(data_dir, "validation")
-    batches = list(ip.eval_batches(data_dir, receptive_field=RF, per_device_batch=2,
-                                   num_devices=2))
+    batches = list(ip.eval_batches(ds, win(ds), per_device_batch=2, num_devices=2))
     assert len(batches) == math.ceil(len(raw) / 4)
     windows = []
     for b in batches:
@@ -112,10 +119,10 @@ def test_eval_covers_the_split_once_with_a_mask(data_dir):
     assert sum(b["mask"].sum() for b in batches) == len(raw)
 
 
-def test_processes_read_disjoint_parts(data_dir):
+def test_processes_read_disjoint_parts(data_dir, ds):
     def windows(index):
         return {w.tobytes() for b in ip.eval_batches(
-            data_dir, receptive_field=RF, per_device_batch=1, num_devices=1,
+            ds, win(ds), per_device_batch=1, num_devices=1,
             split="train", process_index=index, process_count=2)
             for w, m in zip(b["audio"].reshape(1, -1), b["mask"].reshape(-1)) if m}
 
@@ -124,29 +131,28 @@ def test_processes_read_disjoint_parts(data_dir):
     assert abs(len(a) - len(b)) <= 1
 
 
-def test_unigram_entropy_is_the_histogram_entropy(data_dir):
-    spec = load_dataset_spec(data_dir)
+def test_unigram_entropy_is_the_histogram_entropy(data_dir, ds):
+    spec = ds.spec
     counts = np.zeros(spec.num_classes, np.int64)
     for a, _ in raw_examples(data_dir, "validation"):
         counts += np.bincount(a[spec.context_samples:], minlength=spec.num_classes)
-    np.testing.assert_array_equal(ip.bin_histogram(data_dir, "validation"), counts)
+    np.testing.assert_array_equal(ip.bin_histogram(ds, "validation"), counts)
     p = counts[counts > 0] / counts.sum()
     expected = float(-(p * np.log2(p)).sum())
-    assert ip.unigram_entropy_bits(data_dir, "validation") == pytest.approx(expected)
+    assert ip.unigram_entropy_bits(ds, "validation") == pytest.approx(expected)
     assert 2.0 < expected < 8.0  # music, not silence or noise
     assert ip.entropy_bits([5, 5, 5, 5, 0]) == pytest.approx(2.0)
 
 
-def test_bad_requests_are_refused_clearly(data_dir, tmp_path):
-    spec = load_dataset_spec(data_dir)
-    with pytest.raises(ValueError, match=rf"receptive field of 301 samples exceeds the "
-                                         rf"dataset's context of {CONTEXT}"):
-        ip.train_batches(data_dir, receptive_field=301, per_device_batch=1, num_devices=1)
-    with pytest.raises(ValueError, match=rf"must be in 1..{spec.target_samples}"):
-        ip.train_batches(data_dir, receptive_field=RF, per_device_batch=1, num_devices=1,
-                         targets=spec.target_samples + 1)
-    with pytest.raises(ValueError, match=r"no split 'test'; it has train, validation"):
-        next(ip.eval_batches(data_dir, receptive_field=RF, per_device_batch=1,
-                             num_devices=1, split="test"))
+def test_bad_requests_are_refused_clearly(ds, tmp_path):
+    spec = ds.spec
+    with pytest.raises(ValueError, match=rf"receptive field of 301 samples \(37\.6 ms at "
+                                         rf"8000 Hz\) exceeds the dataset's context of {CONTEXT}"):
+        win(ds, rf=301)
+    with pytest.raises(ValueError, match=rf"train.targets must be in 1..{spec.target_samples}"):
+        win(ds, targets=spec.target_samples + 1)
+    with pytest.raises(ValueError, match=r"no split 'test'; it has train \(\d+\), "
+                                         r"validation \(\d+\)"):
+        next(ip.eval_batches(ds, win(ds), per_device_batch=1, num_devices=1, split="test"))
     with pytest.raises(DatasetError, match="does not exist"):
-        ip.train_batches(str(tmp_path / "missing"), receptive_field=RF, per_device_batch=1)
+        open_dataset(str(tmp_path / "missing"))

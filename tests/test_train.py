@@ -24,7 +24,7 @@ from wavegen.data import synth
 from wavegen.data import input_pipeline as ip
 from wavegen.model import wavenet as wm
 from wavegen.training import steps as wt
-from wavegen.data.dataset import DatasetSpec, load_dataset_spec
+from wavegen.data.dataset import DatasetSpec, open_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,26 +38,24 @@ def spec(context=4096, bits=8, genres=("unknown",)):
 # Set-up checks
 
 
-def test_check_compatible_refuses_with_one_clear_error():
+def test_model_and_dataset_mismatches_are_refused_with_one_clear_error():
     small = wm.preset("small", num_classes=256, num_genres=0)
-    wt.check_compatible(small, spec(context=2047))  # receptive field 2047 fits exactly
+    rf = wm.receptive_field(small)
+    ip.Window(spec(context=2047), rf)  # receptive field 2047 fits exactly
     with pytest.raises(ValueError, match=r"receptive field of 2047 samples \(127\.9 ms at "
                                          r"16000 Hz\) exceeds the dataset's context of 2046"):
-        wt.check_compatible(small, spec(context=2046))
-    with pytest.raises(ValueError, match=r"256 classes but the dataset has 2\*\*10 = 1024"):
-        wt.check_compatible(small, spec(bits=10))
-    with pytest.raises(ValueError) as both:
-        wt.check_compatible(wm.preset("medium", num_classes=256, num_genres=0),
-                            spec(context=1000, bits=16))
-    assert "3070 samples" in str(both.value) and "65536" in str(both.value)
-    with pytest.raises(ValueError, match=r"3 genres but the dataset has 2 \(rock, unknown\)"):
-        wt.check_compatible(wm.preset("tiny", num_classes=256, num_genres=3),
-                            spec(genres=("rock", "unknown")))
+        ip.Window(spec(context=2046), rf)
+    with pytest.raises(ValueError, match=r"num_classes=256 does not match the dataset's "
+                                         r"1024 classes \(2\*\*10 bins\)"):
+        wm.for_dataset(small, spec(bits=10))
+    with pytest.raises(ValueError, match=r"num_genres=3 does not match the dataset's 2 "
+                                         r"genres \(rock, unknown\)"):
+        wm.for_dataset(wm.preset("tiny", num_classes=256, num_genres=3),
+                       spec(genres=("rock", "unknown")))
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
-    cfg = wt.OptimConfig(learning_rate=1e-3, warmup_steps=100, total_steps=1100,
-                         end_learning_rate=1e-5)
+    cfg = wt.OptimConfig(lr=1e-3, warmup_steps=100, total_steps=1100, end_lr=1e-5)
     lr = wt.create_learning_rate_fn(cfg)
     assert float(lr(0)) == 0.0
     assert float(lr(50)) == pytest.approx(5e-4)
@@ -66,13 +64,14 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
     assert float(lr(1100)) == pytest.approx(1e-5)
     decay = [float(lr(s)) for s in range(100, 1101, 100)]
     assert all(a > b for a, b in zip(decay, decay[1:]))
-    with pytest.raises(ValueError, match="warmup_steps < total_steps"):
+    with pytest.raises(ValueError, match=r"optim.warmup_steps=10 must be less than "
+                                         r"optim.total_steps=10"):
         wt.OptimConfig(warmup_steps=10, total_steps=10)
 
 
 def test_train_state_is_a_pytree_of_arrays():
     cfg = wm.preset("tiny", num_classes=256, num_genres=2)
-    graphdef, state = wt.create_train_state(cfg, wt.OptimConfig(ema_decay=0.9), seed=0)
+    graphdef, state = wt.create_train_state(cfg, wt.OptimConfig(ema_decay=0.9).for_run(10), seed=0)
     leaves = jax.tree.leaves(state)
     assert leaves and all(isinstance(x, jax.Array) for x in leaves)
     assert state.ema_params is not None
@@ -81,7 +80,7 @@ def test_train_state_is_a_pytree_of_arrays():
     model = wt.merge_model(graphdef, restored.params)
     out = model(jnp.zeros((1, 40), jnp.int32), jnp.array([1]))
     assert out.shape == (1, 40, 256)
-    _, no_ema = wt.create_train_state(cfg, wt.OptimConfig(), seed=0)
+    _, no_ema = wt.create_train_state(cfg, wt.OptimConfig().for_run(10), seed=0)
     assert no_ema.ema_params is None
 
 
@@ -99,7 +98,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     # eps=1e-4: Adam's first update is lr * g / (|g| + eps); with the usual 1e-8, a weight
     # whose gradient is ~1e-8 moves by a fraction of lr that float rounding decides, so
     # the comparison would test rounding, not data parallelism.
-    optim = wt.OptimConfig(learning_rate=1e-2, warmup_steps=0, total_steps=10, eps=1e-4,
+    optim = wt.OptimConfig(lr=1e-2, warmup_steps=0, total_steps=10, eps=1e-4,
                            clip_norm=0.05, ema_decay=0.5)
     graphdef, state = wt.create_train_state(cfg, optim, seed=3)
     rf = wm.receptive_field(cfg)
@@ -158,8 +157,8 @@ def test_tiny_model_overfits_one_short_clip():
     rf = wm.receptive_field(cfg)
     x = synth.render_song("piano_waltz", 1.0, 8000, seed=1).mean(axis=1)
     clip = audio.mulaw_encode(x[2000:2000 + rf + 400], 8).astype(np.int32)
-    optim = wt.OptimConfig(learning_rate=1e-2, warmup_steps=10, total_steps=150,
-                           end_learning_rate=1e-4, weight_decay=0.0)
+    optim = wt.OptimConfig(lr=1e-2, warmup_steps=10, total_steps=150, end_lr=1e-4,
+                           weight_decay=0.0)
     graphdef, state = wt.create_train_state(cfg, optim)
     p_step = wt.make_p_train_step(graphdef, optim)
     state = wt.replicate(state)
@@ -176,7 +175,7 @@ def test_tiny_model_overfits_one_short_clip():
 def test_bfloat16_mixture_model_trains_with_float32_state():
     cfg = wm.preset("tiny", num_classes=256, num_genres=0, head="mol", num_mixtures=4,
                     dtype="bfloat16")
-    optim = wt.OptimConfig(learning_rate=3e-3, warmup_steps=0, total_steps=50)
+    optim = wt.OptimConfig(lr=3e-3, warmup_steps=0, total_steps=50)
     graphdef, state = wt.create_train_state(cfg, optim)
     p_step = wt.make_p_train_step(graphdef, optim)
     state = wt.replicate(state)
@@ -195,7 +194,7 @@ def test_bfloat16_mixture_model_trains_with_float32_state():
 
 def test_ema_follows_the_parameters():
     cfg = wm.preset("tiny", num_classes=256, num_genres=0)
-    optim = wt.OptimConfig(learning_rate=1e-2, warmup_steps=0, total_steps=10, ema_decay=0.75)
+    optim = wt.OptimConfig(lr=1e-2, warmup_steps=0, total_steps=10, ema_decay=0.75)
     graphdef, state0 = wt.create_train_state(cfg, optim)
     p_step = wt.make_p_train_step(graphdef, optim)
     batch = {"audio": np.random.default_rng(0).integers(0, 256, (1, 2, 60)).astype(np.int32),
@@ -210,7 +209,7 @@ def test_ema_follows_the_parameters():
 
 def test_eval_step_ignores_padding_and_sums_bits():
     cfg = wm.preset("tiny", num_classes=256, num_genres=0)
-    graphdef, state = wt.create_train_state(cfg, wt.OptimConfig())
+    graphdef, state = wt.create_train_state(cfg, wt.OptimConfig().for_run(10))
     rf = wm.receptive_field(cfg)
     rng = np.random.default_rng(1)
     audio_ = rng.integers(0, 256, (1, 3, rf + 50)).astype(np.int32)
@@ -233,23 +232,22 @@ def music_dir(synth_dataset):
 
 @pytest.mark.slow
 def test_learns_music_below_the_unigram_baseline(music_dir):
-    spec = load_dataset_spec(music_dir)
+    ds = open_dataset(music_dir)
     cfg = wm.for_dataset(wm.ModelConfig(stacks=2, layers_per_stack=7, residual_channels=32,
-                                        gate_channels=64, skip_channels=32), spec)
-    wt.check_compatible(cfg, spec)
+                                        gate_channels=64, skip_channels=32), ds.spec)
     assert cfg.num_genres == 4  # conditioned on the three styles (+ unknown)
     steps = 300
-    optim = wt.OptimConfig(learning_rate=3e-3, warmup_steps=20, total_steps=steps,
-                           end_learning_rate=3e-4)
+    optim = wt.OptimConfig(lr=3e-3, warmup_steps=20, total_steps=steps, end_lr=3e-4)
     graphdef, state = wt.create_train_state(cfg, optim, seed=0)
     p_step = wt.make_p_train_step(graphdef, optim)
     state = wt.replicate(state)
-    batches = wt.train_iterator(music_dir, cfg, per_device_batch=8, targets=500)
-    before = wt.evaluate_split(graphdef, state.params, music_dir, max_batches=4)
+    batches = ip.train_batches(ds, ip.Window(ds.spec, wm.receptive_field(cfg), 500),
+                               per_device_batch=8)
+    before = wt.evaluate_split(graphdef, state.params, ds, max_batches=4)
     for _ in range(steps):
         state, metrics = p_step(state, next(batches))
-    after = wt.evaluate_split(graphdef, state.params, music_dir)
-    baseline = ip.unigram_entropy_bits(music_dir, "validation")
+    after = wt.evaluate_split(graphdef, state.params, ds)
+    baseline = ip.unigram_entropy_bits(ds, "validation")
     assert after["unigram_bits"] == pytest.approx(baseline)  # same targets, same histogram
     assert before["nll_bits"] > baseline  # an untrained model is worse than the histogram
     assert after["nll_bits"] < baseline - 1.0, (after, baseline)

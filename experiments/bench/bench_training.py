@@ -85,7 +85,7 @@ def train_throughput(preset: str, *, dtype: str, per_device_batch: int, targets:
 
     cfg = wm.preset(preset, num_classes=256, num_genres=0, dtype=dtype)
     rf = wm.receptive_field(cfg)
-    optim = wt.OptimConfig(learning_rate=1e-4, warmup_steps=10, total_steps=10_000)
+    optim = wt.OptimConfig(lr=1e-4, warmup_steps=10, total_steps=10_000)
     graphdef, state = wt.create_train_state(cfg, optim, seed=0)
     p_step = wt.make_p_train_step(graphdef, optim)
     state = wt.replicate(state)

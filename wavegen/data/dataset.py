@@ -1,9 +1,12 @@
 """The dataset's schema and metadata: one home for the facts shared by writer and readers.
 
 The Beam pipeline writes TFRecord shards of examples serialized with `features(...)`, and
-records the audio facts (`DatasetSpec`) in the TFDS metadata (`DIR/metadata.json`). The
-training input pipeline and sampling read the same facts back with `load_dataset_spec`;
-nothing about the audio format is typed twice.
+records the audio facts (`DatasetSpec`) in the TFDS metadata (`DIR/metadata.json`). A
+reader opens a dataset once with `open_dataset(DIR)`: the returned `Dataset` holds the
+spec and the TFDS builder, and is passed to everything that reads the data (the input
+pipeline, evaluation), so `metadata.json` is read and the builder made once per run.
+`load_dataset_spec(DIR)` reads only the spec (no TensorFlow). Nothing about the audio
+format is typed twice.
 """
 
 from __future__ import annotations
@@ -141,3 +144,45 @@ def load_dataset_spec(data_dir: str) -> DatasetSpec:
         except json.JSONDecodeError as e:
             raise DatasetError(f"{path}: not valid JSON ({e})") from e
     return DatasetSpec.from_metadata(md, where=path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """An opened dataset directory: its spec and its TFDS builder (`open_dataset`)."""
+
+    dir: str
+    spec: DatasetSpec
+    builder: Any  # tfds ReadOnlyBuilder
+
+    def num_examples(self, split: str) -> int:
+        """Examples in `split`; 0 when the dataset has no such split."""
+        info = self.builder.info.splits
+        return info[split].num_examples if split in info else 0
+
+    def describe_splits(self) -> str:
+        info = self.builder.info.splits
+        return ", ".join(f"{k} ({v.num_examples})" for k, v in sorted(info.items())) or "none"
+
+    def check_splits(self, *splits: str) -> None:
+        """One clear error if a split is missing or empty."""
+        for split in splits:
+            if self.num_examples(split) == 0:
+                raise DatasetError(
+                    f"{self.dir} has no examples in split {split!r} (it has: "
+                    f"{self.describe_splits()}); re-run the pipeline with a --split that "
+                    "gives it songs, or choose data.train_split/data.eval_split")
+
+
+def open_dataset(data_dir: str) -> Dataset:
+    """Opens a dataset directory once: its spec (metadata.json) and TFDS builder, with
+    one clear error if it is not a complete wavegen dataset."""
+    spec = load_dataset_spec(data_dir)
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder_from_directory(data_dir)
+    except Exception as e:  # tfds raises several types for unreadable metadata
+        raise DatasetError(f"{data_dir}: unreadable TFDS metadata ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    return Dataset(dir=data_dir, spec=spec, builder=builder)
+

@@ -1,7 +1,9 @@
 """The training input pipeline: the preprocessing pipeline's TFDS shards -> numpy batches.
 
 Everything about the audio (sample rate, bits, chunk and context lengths, genres) comes
-from the dataset's metadata (`wavegen.dataset.load_dataset_spec`); nothing is retyped.
+from the opened dataset (`wavegen.data.dataset.open_dataset`), passed in; nothing is
+retyped and nothing is read twice. The model enters as its receptive field in a `Window`,
+checked against the dataset's chunks once, where it is made.
 
 Batches are dicts of numpy arrays shaped for `jax.pmap`, leading axis = local devices::
 
@@ -40,12 +42,13 @@ Multi-host: each process reads its own `tfds.even_splits` part of the split
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 
 import numpy as np
 
-from wavegen.data.dataset import DatasetSpec, load_dataset_spec
+from wavegen.data.dataset import Dataset, DatasetSpec
 
 
 def _tf():
@@ -60,31 +63,56 @@ def _tfds():
     return tfds
 
 
-def window_length(receptive_field: int, targets: int) -> int:
-    """Samples per example: RF - 1 inputs of context, T targets, and the last target."""
-    return receptive_field + targets
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """Where examples are cut from a chunk, for a model of `receptive_field` samples.
 
+    Training windows are RF + `targets` samples whose targets lie in the chunk's target
+    region; evaluation windows are each chunk's last RF + target_samples samples. Made
+    once per run: the model/dataset fit (receptive field vs context) is checked here.
+    """
 
-def check_window(spec: DatasetSpec, receptive_field: int, targets: int) -> None:
-    """Refuses a window that does not fit the dataset's chunks, naming the numbers."""
-    if receptive_field < 1:
-        raise ValueError(f"receptive_field must be >= 1, got {receptive_field}")
-    if receptive_field > spec.context_samples:
-        raise ValueError(
-            f"receptive field of {receptive_field} samples exceeds the dataset's context of "
-            f"{spec.context_samples} samples per chunk: the first targets of a chunk would "
-            f"lack context (re-run the pipeline with --context_samples >= {receptive_field} "
-            "or use a smaller model)")
-    if not 0 < targets <= spec.target_samples:
-        raise ValueError(f"targets per example must be in 1..{spec.target_samples} (the "
-                         f"chunk's target samples), got {targets}")
+    spec: DatasetSpec
+    receptive_field: int
+    targets: int | None = None  # training targets per example; None: the chunk's
 
+    def __post_init__(self):
+        spec, rf = self.spec, self.receptive_field
+        if rf < 1:
+            raise ValueError(f"receptive_field must be >= 1, got {rf}")
+        if rf > spec.context_samples:
+            raise ValueError(
+                f"the model's receptive field of {rf} samples "
+                f"({1000.0 * rf / spec.sample_rate:.1f} ms at {spec.sample_rate} Hz) exceeds "
+                f"the dataset's context of {spec.context_samples} samples per chunk: the "
+                f"first targets of a chunk would lack context (re-run the pipeline with "
+                f"--context_samples >= {rf}, or use a smaller model)")
+        if self.targets is not None and not 0 < self.targets <= spec.target_samples:
+            raise ValueError(f"train.targets must be in 1..{spec.target_samples} (the "
+                             f"chunk's target samples), got {self.targets}")
 
-def _window_bounds(spec: DatasetSpec, receptive_field: int, targets: int) -> tuple[int, int]:
-    """First and last allowed window start: its targets stay in the chunk's target region."""
-    lo = spec.context_samples - receptive_field
-    hi = spec.chunk_samples - receptive_field - targets
-    return lo, hi
+    @property
+    def train_targets(self) -> int:
+        return self.spec.target_samples if self.targets is None else int(self.targets)
+
+    @property
+    def train_length(self) -> int:
+        """Samples per training example: RF - 1 inputs of context, T targets, the last."""
+        return self.receptive_field + self.train_targets
+
+    @property
+    def train_bounds(self) -> tuple[int, int]:
+        """First and last allowed start: the targets stay in the chunk's target region."""
+        lo = self.spec.context_samples - self.receptive_field
+        return lo, self.spec.chunk_samples - self.train_length
+
+    @property
+    def eval_length(self) -> int:
+        return self.receptive_field + self.spec.target_samples
+
+    @property
+    def eval_start(self) -> int:
+        return self.spec.context_samples - self.receptive_field
 
 
 def _local_devices(num_devices: int | None) -> int:
@@ -108,15 +136,15 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
     return process_index, process_count
 
 
-def load_split(data_dir: str, split: str, *, shuffle_files: bool = False, seed: int = 0,
-               process_index: int | None = None, process_count: int | None = None):
-    """The split's examples as a tf.data.Dataset of {"audio", "genre"} (this process's part)."""
+def load_split(dataset: Dataset, split: str, *, shuffle_files: bool = False, seed: int = 0,
+               process_index: int | None = None, process_count: int | None = None,
+               song_ids: bool = False):
+    """The split's examples as a tf.data.Dataset of {"audio", "genre"} (+ "song_id" if
+    asked), this process's part."""
     tf, tfds = _tf(), _tfds()
-    load_dataset_spec(data_dir)  # one clear error for a missing or incomplete dataset
-    builder = tfds.builder_from_directory(data_dir)
-    if split not in builder.info.splits:
-        raise ValueError(f"{data_dir} has no split {split!r}; it has "
-                         f"{', '.join(sorted(builder.info.splits)) or 'none'}")
+    if split not in dataset.builder.info.splits:
+        raise ValueError(f"{dataset.dir} has no split {split!r}; it has "
+                         f"{dataset.describe_splits()}")
     index, count = _process(process_index, process_count)
     if count > 1:
         split = tfds.even_splits(split, n=count, drop_remainder=True)[index]
@@ -124,9 +152,10 @@ def load_split(data_dir: str, split: str, *, shuffle_files: bool = False, seed: 
     options.deterministic = True
     read_config = tfds.ReadConfig(shuffle_seed=seed, options=options, try_autocache=False,
                                   shuffle_reshuffle_each_iteration=True)
-    return builder.as_dataset(
+    keys = {"audio": True, "genre": True, **({"song_id": True} if song_ids else {})}
+    return dataset.builder.as_dataset(
         split=split, shuffle_files=shuffle_files, read_config=read_config,
-        decoders=tfds.decode.PartialDecoding({"audio": True, "genre": True}))
+        decoders=tfds.decode.PartialDecoding(keys))
 
 
 class BatchIterator:
@@ -165,32 +194,24 @@ class BatchIterator:
             next(self._it)
 
 
-def _windows(data_dir: str, receptive_field: int, targets: int | None,
-             per_device_batch: int, num_devices: int | None):
-    """What both streams need: (spec, devices, window length, (first, last) window start).
-    `targets` None: the chunk's target samples."""
-    spec = load_dataset_spec(data_dir)
-    targets = spec.target_samples if targets is None else int(targets)
-    check_window(spec, receptive_field, targets)
+def _check_batch(per_device_batch: int) -> None:
     if per_device_batch < 1:
         raise ValueError(f"per_device_batch must be >= 1, got {per_device_batch}")
-    return (spec, _local_devices(num_devices), window_length(receptive_field, targets),
-            _window_bounds(spec, receptive_field, targets))
 
 
-def train_batches(data_dir: str, *, receptive_field: int, per_device_batch: int,
-                  targets: int | None = None, seed: int = 0, split: str = "train",
-                  shuffle_buffer: int = 512, num_devices: int | None = None,
-                  process_index: int | None = None, process_count: int | None = None,
-                  prefetch: int = 2) -> BatchIterator:
+def train_batches(dataset: Dataset, window: Window, *, per_device_batch: int, seed: int = 0,
+                  split: str = "train", shuffle_buffer: int = 512,
+                  num_devices: int | None = None, process_index: int | None = None,
+                  process_count: int | None = None, prefetch: int = 2) -> BatchIterator:
     """The endless, shuffled training stream of (devices, per_device, RF + T) batches.
 
-    `targets` (T) defaults to the chunk's target samples (each sample scored once per
-    epoch); a smaller T crops a seeded random window from the target region.
+    T = window.train_targets: the chunk's target samples by default (each sample scored
+    once per epoch); a smaller T crops a seeded random window from the target region.
     """
     tf = _tf()
-    spec, devices, length, (lo, hi) = _windows(data_dir, receptive_field, targets,
-                                               per_device_batch, num_devices)
+    _check_batch(per_device_batch)
+    devices, length = _local_devices(num_devices), window.train_length
+    lo, hi = window.train_bounds
 
     def crop(position, ex):
         if hi > lo:
@@ -203,61 +224,67 @@ def train_batches(data_dir: str, *, receptive_field: int, per_device_batch: int,
         return {"audio": tf.ensure_shape(audio, [length]),
                 "genre": tf.cast(ex["genre"], tf.int32)}
 
-    ds = load_split(data_dir, split, shuffle_files=True, seed=seed,
+    ds = load_split(dataset, split, shuffle_files=True, seed=seed,
                     process_index=process_index, process_count=process_count)
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate().map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(per_device_batch, drop_remainder=True).batch(devices, drop_remainder=True)
-    return BatchIterator(ds.prefetch(prefetch), spec, length)
+    return BatchIterator(ds.prefetch(prefetch), dataset.spec, length)
 
 
-def eval_batches(data_dir: str, *, receptive_field: int, per_device_batch: int,
+def eval_batches(dataset: Dataset, window: Window, *, per_device_batch: int,
                  split: str = "validation", num_devices: int | None = None,
                  process_index: int | None = None, process_count: int | None = None,
-                 max_batches: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                 max_batches: int | None = None, song_ids: bool = False
+                 ) -> Iterator[dict[str, np.ndarray]]:
     """One pass over a split in order, every target sample scored once.
 
     Windows are each chunk's last RF + target_samples samples. The last batch is padded
     with copies of a real example and marked by "mask" (1 real, 0 padding), so every
-    batch has the same shape for pmap.
+    batch has the same shape for pmap. `song_ids`: also "song_id" (devices, per_device)
+    bytes, for host-side bookkeeping (not for the device).
     """
     tf = _tf()
-    spec, devices, length, (start, _) = _windows(data_dir, receptive_field, None,
-                                                 per_device_batch, num_devices)
+    _check_batch(per_device_batch)
+    devices, length, start = _local_devices(num_devices), window.eval_length, window.eval_start
 
     def crop(ex):
-        return {"audio": tf.cast(ex["audio"][start:start + length], tf.int32),
-                "genre": tf.cast(ex["genre"], tf.int32)}
+        out = {"audio": tf.cast(ex["audio"][start:start + length], tf.int32),
+               "genre": tf.cast(ex["genre"], tf.int32)}
+        if song_ids:
+            out["song_id"] = ex["song_id"]
+        return out
 
-    ds = load_split(data_dir, split, process_index=process_index, process_count=process_count)
+    ds = load_split(dataset, split, process_index=process_index, process_count=process_count,
+                    song_ids=song_ids)
     ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(devices * per_device_batch).prefetch(2)
+    full = devices * per_device_batch
+    ds = ds.batch(full).prefetch(2)
     for i, batch in enumerate(ds):
         if max_batches is not None and i >= max_batches:
             return
-        audio, genre = batch["audio"].numpy(), batch["genre"].numpy()
-        n, full = len(audio), devices * per_device_batch
+        arrays = {k: v.numpy() for k, v in batch.items()}
+        n = len(arrays["audio"])
         mask = np.zeros(full, np.float32)
         mask[:n] = 1.0
-        if n < full:
-            audio = np.concatenate([audio, np.repeat(audio[:1], full - n, axis=0)])
-            genre = np.concatenate([genre, np.repeat(genre[:1], full - n, axis=0)])
-        yield {"audio": audio.reshape(devices, per_device_batch, length),
-               "genre": genre.reshape(devices, per_device_batch),
-               "mask": mask.reshape(devices, per_device_batch)}
+        out = {"mask": mask.reshape(devices, per_device_batch)}
+        for k, v in arrays.items():
+            if n < full:
+                v = np.concatenate([v, np.repeat(v[:1], full - n, axis=0)])
+            out[k] = v.reshape((devices, per_device_batch) + v.shape[1:])
+        yield out
 
 
 # --------------------------------------------------------------------------------------
 # The unigram baseline
 
 
-def bin_histogram(data_dir: str, split: str, *, process_index: int | None = 0,
+def bin_histogram(dataset: Dataset, split: str, *, process_index: int | None = 0,
                   process_count: int | None = 1) -> np.ndarray:
     """Counts of each bin over the split's target samples (each chunk's target region)."""
     tf = _tf()
-    spec = load_dataset_spec(data_dir)
-    k, context = spec.num_classes, spec.context_samples
-    ds = load_split(data_dir, split, process_index=process_index, process_count=process_count)
+    k, context = dataset.spec.num_classes, dataset.spec.context_samples
+    ds = load_split(dataset, split, process_index=process_index, process_count=process_count)
     ds = ds.map(lambda ex: tf.math.bincount(tf.cast(ex["audio"][context:], tf.int32),
                                             minlength=k, maxlength=k, dtype=tf.int64),
                 num_parallel_calls=tf.data.AUTOTUNE)
@@ -274,18 +301,7 @@ def entropy_bits(counts: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def unigram_entropy_bits(data_dir: str, split: str) -> float:
+def unigram_entropy_bits(dataset: Dataset, split: str) -> float:
     """Bits per sample of the best context-free model of the split: its bin histogram's
     entropy. A model must get below this to be using context."""
-    return entropy_bits(bin_histogram(data_dir, split))
-
-
-def check_splits(data_dir: str, *splits: str) -> None:
-    """One clear error, before any step, if a split is missing or empty."""
-    info = _tfds().builder_from_directory(data_dir).info.splits
-    for split in splits:
-        if split not in info or info[split].num_examples == 0:
-            have = ", ".join(f"{k} ({v.num_examples})" for k, v in sorted(info.items()))
-            raise ValueError(f"{data_dir} has no examples in split {split!r} (it has: "
-                             f"{have or 'none'}); re-run the pipeline with a --split that "
-                             "gives it songs, or choose data.train_split/data.eval_split")
+    return entropy_bits(bin_histogram(dataset, split))

@@ -1,8 +1,11 @@
 """The training loop: the one place that owns logging, checkpoints, signals and processes.
 
-`train_and_evaluate(model_cfg, optim_cfg, run, workdir)` trains data-parallel on every
-local device (jax.pmap), evaluates, checkpoints and resumes; the steps it calls are the
-pure functions of `wavegen.training.steps`. It writes into `workdir`:
+`train_and_evaluate(model_cfg, optim_cfg, data, run, workdir)` trains data-parallel on
+every local device (jax.pmap), evaluates, checkpoints and resumes; the steps it calls are
+the pure functions of `wavegen.training.steps`. It is five parts: set-up (`_set_up`: the
+dataset opened once, every setting checked before the first step), resume (`_start`),
+the step loop (`_train`), evaluation and checkpointing at log points (`_log_point`,
+`_save`), and the summary (`_summarize`). It writes into `workdir`:
 
 - `checkpoints/`: orbax steps every `checkpoint_every` and at the end (the last
   `keep_checkpoints` and the best by validation bits/sample), each with the model config,
@@ -33,11 +36,11 @@ import time
 import jax
 import numpy as np
 
-from wavegen.training import checkpoints as ckpt_lib
 from wavegen.data import input_pipeline
+from wavegen.data.dataset import Dataset, open_dataset
 from wavegen.model import wavenet as model_lib
+from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import steps as train_lib
-from wavegen.data.dataset import load_dataset_spec
 
 log = logging.getLogger("wavegen.train")
 
@@ -59,12 +62,25 @@ class Preempted(SystemExit):
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """The run's knobs besides the model and the optimizer (Hydra's `data` and `train`)."""
+class DataConfig:
+    """The dataset a run reads (Hydra's `data.*` keys)."""
 
-    data_dir: str
-    steps: int
-    batch_size: int  # global, over every device of every process
+    dir: str  # a directory written by `python -m beam_pipelines.preprocess`
+    train_split: str = "train"
+    eval_split: str = "validation"
+    shuffle_buffer: int = 512
+
+    def __post_init__(self):
+        if not isinstance(self.shuffle_buffer, int) or self.shuffle_buffer < 1:
+            raise ValueError(f"data.shuffle_buffer must be >= 1, got {self.shuffle_buffer!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The run's knobs besides the model, the optimizer and the data (Hydra's `train.*`)."""
+
+    steps: int = 10_000
+    batch_size: int = 16  # global, over every device of every process
     seed: int = 0
     log_every: int = 50
     eval_every: int = 500
@@ -73,9 +89,6 @@ class RunConfig:
     eval_batches: int | None = None  # per evaluation; None: the whole split
     eval_batch_size: int | None = None  # global; None: batch_size
     targets: int | None = None  # scored targets per example; None: the chunk's
-    shuffle_buffer: int = 512
-    train_split: str = "train"
-    eval_split: str = "validation"
     resume: bool | None = None  # None: resume when workdir has checkpoints
     device_count: int | None = None  # None: every local device
     progress: bool = True
@@ -89,6 +102,10 @@ class RunConfig:
                      "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def global_eval_batch(self) -> int:
+        return self.eval_batch_size or self.batch_size
 
 
 # --------------------------------------------------------------------------------------
@@ -114,7 +131,7 @@ def pick_devices(run: RunConfig) -> list:
                             f"{len(local)} {local[0].platform} device(s)")
     total = n * jax.process_count()
     for name, size in (("batch_size", run.batch_size),
-                       ("eval_batch_size", run.eval_batch_size or run.batch_size)):
+                       ("eval_batch_size", run.global_eval_batch)):
         if size % total:
             raise TrainingError(
                 f"train.{name}={size} does not divide evenly over {total} device(s) "
@@ -241,34 +258,88 @@ class _Window:
         return {"bits": self.bits, "grad_norm": self.grad_norm, "seconds": self.seconds}
 
 
+@dataclasses.dataclass
+class _Setup:
+    """What set-up decided, fixed for the whole run."""
+
+    model_cfg: model_lib.ModelConfig  # filled from the dataset
+    optim_cfg: train_lib.OptimConfig  # filled for the run's steps
+    data: DataConfig
+    run: RunConfig
+    dataset: Dataset
+    window: input_pipeline.Window
+    devices: list
+    meta: dict  # the JSON every checkpoint carries
+    ckpts: ckpt_lib.Checkpoints
+    workdir: str
+    is_main: bool
+    t_start: float
+    graphdef: object = None  # the model's static graph, made with the state (`_start`)
+
+    @property
+    def total_devices(self) -> int:
+        return len(self.devices) * jax.process_count()
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What the loop changes: the replicated state and the bookkeeping around it."""
+
+    rstate: train_lib.TrainState
+    batches: input_pipeline.BatchIterator
+    step: int
+    window: _Window
+    history: dict
+    last_log_step: int
+
+
 def train_and_evaluate(model_cfg: model_lib.ModelConfig, optim_cfg: train_lib.OptimConfig,
-                       run: RunConfig, workdir: str) -> dict:
+                       data: DataConfig, run: RunConfig, workdir: str) -> dict:
     """Trains (or resumes) one run in `workdir`; returns the final summary."""
+    setup = _set_up(model_cfg, optim_cfg, data, run, workdir)
+    progress = _start(setup)
+    metrics_log = _MetricsLog(workdir, setup.is_main)
+    if progress.step > 0:
+        metrics_log.truncate_after(progress.step)
+    bar = _progress_bar(run, progress.step, setup.is_main)
+    try:
+        _train(setup, progress, metrics_log, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+        metrics_log.close()
+        setup.ckpts.close()
+    return _summarize(setup, progress)
+
+
+def _set_up(model_cfg, optim_cfg, data: DataConfig, run: RunConfig, workdir: str) -> _Setup:
+    """Opens the dataset once and checks every setting against it, before any step."""
     t_start = time.time()
     if run.distributed:
         init_distributed(run)
-    is_main = jax.process_index() == 0
     devices = pick_devices(run)
-    n_total = len(devices) * jax.process_count()
-    per_device = run.batch_size // n_total
-    eval_per_device = (run.eval_batch_size or run.batch_size) // n_total
     try:
-        spec = load_dataset_spec(run.data_dir)
-        model_cfg = model_lib.for_dataset(model_cfg, spec)
-        train_lib.check_compatible(model_cfg, spec)
+        dataset = open_dataset(data.dir)
+        model_cfg = model_lib.for_dataset(model_cfg, dataset.spec)
+        window = input_pipeline.Window(dataset.spec, model_lib.receptive_field(model_cfg),
+                                       run.targets)
+        dataset.check_splits(data.train_split, data.eval_split)
     except ValueError as e:  # DatasetError and incompatibilities
         raise TrainingError(str(e)) from e
-    rf = model_lib.receptive_field(model_cfg)
-    targets = run.targets or spec.target_samples
+    optim_cfg = optim_cfg.for_run(run.steps)
     os.makedirs(workdir, exist_ok=True)
-    input_pipeline.check_splits(run.data_dir, run.train_split, run.eval_split)
-    stream = {"batch_size": run.batch_size, "seed": run.seed, "targets": targets,
-              "shuffle_buffer": run.shuffle_buffer, "train_split": run.train_split,
-              "devices": n_total}
-    meta = ckpt_lib.run_meta(model_cfg, spec, optim=dataclasses.asdict(optim_cfg),
+    stream = {"batch_size": run.batch_size, "seed": run.seed,
+              "targets": window.train_targets, "shuffle_buffer": data.shuffle_buffer,
+              "train_split": data.train_split, "devices": len(devices) * jax.process_count()}
+    meta = ckpt_lib.run_meta(model_cfg, dataset.spec, optim=dataclasses.asdict(optim_cfg),
                              stream=stream)
-
     ckpts = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"), run.keep_checkpoints)
+    _check_resume(ckpts, run, meta)
+    return _Setup(model_cfg, optim_cfg, data, run, dataset, window, devices, meta, ckpts,
+                  workdir, jax.process_index() == 0, t_start)
+
+
+def _check_resume(ckpts: ckpt_lib.Checkpoints, run: RunConfig, meta: dict) -> None:
     latest = ckpts.latest_step()
     if run.resume is True and latest is None:
         raise TrainingError(f"train.resume=true but {ckpts.directory} holds no checkpoint")
@@ -279,115 +350,139 @@ def train_and_evaluate(model_cfg: model_lib.ModelConfig, optim_cfg: train_lib.Op
     if latest is not None:
         check_same_run(ckpts.meta(latest), meta, ckpts.directory)
 
-    graphdef, state = train_lib.create_train_state(model_cfg, optim_cfg, seed=run.seed)
-    batches = train_lib.train_iterator(
-        run.data_dir, model_cfg, per_device_batch=per_device, targets=run.targets,
-        seed=run.seed, shuffle_buffer=run.shuffle_buffer, split=run.train_split,
-        num_devices=len(devices))
-    metrics_log = _MetricsLog(workdir, is_main)
-    window = _Window()
-    history = {"best_val_bits": None, "best_step": None, "unigram_bits": None}
+
+def _start(setup: _Setup) -> _Progress:
+    """A fresh state and data stream, or both restored from the latest checkpoint."""
+    run, data = setup.run, setup.data
+    graphdef, state = train_lib.create_train_state(setup.model_cfg, setup.optim_cfg,
+                                                   seed=run.seed)
+    setup.graphdef = graphdef
+    batches = input_pipeline.train_batches(
+        setup.dataset, setup.window, per_device_batch=run.batch_size // setup.total_devices,
+        seed=run.seed, shuffle_buffer=data.shuffle_buffer, split=data.train_split,
+        num_devices=len(setup.devices))
+    window, history = _Window(), {"best_val_bits": None, "best_step": None,
+                                  "unigram_bits": None}
+    latest = setup.ckpts.latest_step()
     if latest is not None:
-        state, stored = ckpts.restore(latest, state, iterator=batches)
+        state, stored = setup.ckpts.restore(latest, state, iterator=batches)
         window = _Window(**stored.get("window", {}))
         history.update(stored.get("history", {}))
-        metrics_log.truncate_after(latest)
-        log.info("resumed from %s at step %d", ckpts.directory, latest)
-    start = int(state.step)
-    if start >= run.steps:
-        log.info("already trained to step %d (train.steps=%d)", start, run.steps)
+        log.info("resumed from %s at step %d", setup.ckpts.directory, latest)
+    step = int(state.step)
+    if step >= run.steps:
+        log.info("already trained to step %d (train.steps=%d)", step, run.steps)
+    return _Progress(rstate=train_lib.replicate(state, setup.devices), batches=batches,
+                     step=step, window=window, history=history,
+                     last_log_step=step - len(window.bits))
 
-    p_train = train_lib.make_p_train_step(graphdef, optim_cfg)
-    p_eval = train_lib.make_p_eval_step(graphdef)
-    lr_fn = train_lib.create_learning_rate_fn(optim_cfg)
-    rstate = train_lib.replicate(state, devices)
-    del state
-    samples_per_step = run.batch_size * targets
 
-    def evaluate(params) -> dict:
-        batches_ = input_pipeline.eval_batches(
-            run.data_dir, receptive_field=rf, per_device_batch=eval_per_device,
-            split=run.eval_split, num_devices=len(devices), max_batches=run.eval_batches)
-        return train_lib.evaluate(p_eval, params, batches_, model_cfg.num_classes, rf)
-
-    def save(step: int, val_bits: float | None) -> None:
-        host = jax.device_get(train_lib.unreplicate(rstate))
-        ckpts.save(step, host, {**meta, "step": step, "window": window.to_json(),
-                                "history": history}, iterator=batches,
-                   metrics={ckpt_lib.BEST_METRIC: val_bits} if val_bits is not None
-                   else None)
-
-    bar = _progress(run, start, is_main)
-    last_log_step = start - len(window.bits)
+def _train(setup: _Setup, progress: _Progress, metrics_log: _MetricsLog, bar) -> None:
+    """The step loop: steps until train.steps (or SIGTERM); logs, evaluates and saves at
+    its log points."""
+    run = setup.run
+    p_train = train_lib.make_p_train_step(setup.graphdef, setup.optim_cfg)
+    evaluator = _Evaluator(setup)
     t_window = time.perf_counter()
-    step = start
-    try:
-        with _SigTerm() as sigterm:
-            while step < run.steps:
-                batch = next(batches)
-                rstate, metrics = p_train(rstate, batch)
-                window.pending.append(metrics)
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-                is_eval = step % run.eval_every == 0 or step == run.steps
-                is_ckpt = step % run.checkpoint_every == 0 or step == run.steps
-                stop = _agree(sigterm.requested)
-                if not (step % run.log_every == 0 or is_eval or is_ckpt or stop):
-                    continue
-                jax.block_until_ready(rstate.params)
-                window.seconds += time.perf_counter() - t_window
-                window.flush(last_log_step + len(window.bits) + 1)
-                val_bits = None
-                if step % run.log_every == 0 or is_eval:
-                    record = {"step": step,
-                              "train_bits": float(np.mean(window.bits)),
-                              "lr": float(lr_fn(step - 1)),
-                              "grad_norm": float(np.mean(window.grad_norm)),
-                              "samples_per_s": samples_per_step * len(window.bits)
-                              / max(window.seconds, 1e-9)}
-                    if is_eval:
-                        ev = evaluate(rstate.params)
-                        val_bits = ev["nll_bits"]
-                        record.update(val_bits=val_bits, unigram_bits=ev["unigram_bits"])
-                        if rstate.ema_params is not None:
-                            record["val_bits_ema"] = evaluate(rstate.ema_params)["nll_bits"]
-                        history["unigram_bits"] = ev["unigram_bits"]
-                        if history["best_val_bits"] is None or val_bits < history["best_val_bits"]:
-                            history.update(best_val_bits=val_bits, best_step=step)
-                            is_ckpt = True  # the best is always kept as a checkpoint
-                    metrics_log.write(record)
-                    _show(bar, record, run, step, t_start)
-                    window = _Window()
-                    last_log_step = step
-                if is_ckpt or stop:
-                    save(step, val_bits)
-                if stop:
-                    log.warning("SIGTERM: saved a checkpoint at step %d; exiting", step)
-                    raise Preempted(step)
-                t_window = time.perf_counter()
-    finally:
-        if bar is not None:
-            bar.close()
-        metrics_log.close()
-        ckpts.close()
+    with _SigTerm() as sigterm:
+        while progress.step < run.steps:
+            progress.rstate, metrics = p_train(progress.rstate, next(progress.batches))
+            progress.window.pending.append(metrics)
+            progress.step += 1
+            if bar is not None:
+                bar.update(1)
+            step, stop = progress.step, _agree(sigterm.requested)
+            is_eval = step % run.eval_every == 0 or step == run.steps
+            is_ckpt = step % run.checkpoint_every == 0 or step == run.steps
+            if not (step % run.log_every == 0 or is_eval or is_ckpt or stop):
+                continue
+            jax.block_until_ready(progress.rstate.params)
+            progress.window.seconds += time.perf_counter() - t_window
+            progress.window.flush(progress.last_log_step + len(progress.window.bits) + 1)
+            val_bits = None
+            if step % run.log_every == 0 or is_eval:
+                val_bits = _log_point(setup, progress, evaluator, metrics_log, bar, is_eval)
+                is_ckpt = is_ckpt or progress.history["best_step"] == step  # keep the best
+            if is_ckpt or stop:
+                _save(setup, progress, val_bits)
+            if stop:
+                log.warning("SIGTERM: saved a checkpoint at step %d; exiting", step)
+                raise Preempted(step)
+            t_window = time.perf_counter()
 
-    rows = read_metrics(workdir) if is_main else []
+
+class _Evaluator:
+    """Scores parameters on the evaluation split (one pmapped eval step for the run)."""
+
+    def __init__(self, setup: _Setup):
+        self.setup = setup
+        self.p_eval = train_lib.make_p_eval_step(setup.graphdef)
+
+    def __call__(self, params) -> dict:
+        s = self.setup
+        batches = input_pipeline.eval_batches(
+            s.dataset, s.window, per_device_batch=s.run.global_eval_batch // s.total_devices,
+            split=s.data.eval_split, num_devices=len(s.devices),
+            max_batches=s.run.eval_batches)
+        return train_lib.evaluate(self.p_eval, params, batches, s.model_cfg.num_classes,
+                                  s.window.receptive_field)
+
+
+def _log_point(setup: _Setup, progress: _Progress, evaluator: _Evaluator,
+               metrics_log: _MetricsLog, bar, is_eval: bool) -> float | None:
+    """Writes the metrics line of this step (with an evaluation if due); returns the
+    validation bits used to rank checkpoints, or None without an evaluation."""
+    step, window, history = progress.step, progress.window, progress.history
+    lr_fn = train_lib.create_learning_rate_fn(setup.optim_cfg)
+    record = {"step": step, "train_bits": float(np.mean(window.bits)),
+              "lr": float(lr_fn(step - 1)), "grad_norm": float(np.mean(window.grad_norm)),
+              "samples_per_s": setup.run.batch_size * setup.window.train_targets
+              * len(window.bits) / max(window.seconds, 1e-9)}
+    val_bits = None
+    if is_eval:
+        ev = evaluator(progress.rstate.params)
+        val_bits = ev["nll_bits"]
+        record.update(val_bits=val_bits, unigram_bits=ev["unigram_bits"])
+        if progress.rstate.ema_params is not None:
+            record["val_bits_ema"] = evaluator(progress.rstate.ema_params)["nll_bits"]
+        history["unigram_bits"] = ev["unigram_bits"]
+        if history["best_val_bits"] is None or val_bits < history["best_val_bits"]:
+            history.update(best_val_bits=val_bits, best_step=step)
+    metrics_log.write(record)
+    _show(bar, record, setup.run, step)
+    progress.window = _Window()
+    progress.last_log_step = step
+    return val_bits
+
+
+def _save(setup: _Setup, progress: _Progress, val_bits: float | None) -> None:
+    host = jax.device_get(train_lib.unreplicate(progress.rstate))
+    meta = {**setup.meta, "step": progress.step, "window": progress.window.to_json(),
+            "history": progress.history}
+    setup.ckpts.save(progress.step, host, meta, iterator=progress.batches,
+                     metrics=None if val_bits is None else {ckpt_lib.BEST_METRIC: val_bits})
+
+
+def _summarize(setup: _Setup, progress: _Progress) -> dict:
+    """run_summary.json (process 0) and the returned summary."""
+    rows = read_metrics(setup.workdir) if setup.is_main else []
     evals = [r for r in rows if "val_bits" in r]
+    history = progress.history
     summary = {
-        "workdir": os.path.abspath(workdir), "steps": step,
+        "workdir": os.path.abspath(setup.workdir), "steps": progress.step,
         "final_val_bits": evals[-1]["val_bits"] if evals else None,
         "best_val_bits": history["best_val_bits"], "best_step": history["best_step"],
         "unigram_bits": history["unigram_bits"],
         "final_train_bits": rows[-1]["train_bits"] if rows else None,
         "samples_per_s": float(np.median([r["samples_per_s"] for r in rows]))
         if rows else None,
-        "wall_s": round(time.time() - t_start, 1),
-        "receptive_field": rf, "checkpoints": ckpts.directory,
-        "model": dataclasses.asdict(model_cfg),
+        "wall_s": round(time.time() - setup.t_start, 1),
+        "receptive_field": setup.window.receptive_field,
+        "checkpoints": setup.ckpts.directory,
+        "model": dataclasses.asdict(setup.model_cfg),
     }
-    if is_main:
-        with open(os.path.join(workdir, "run_summary.json"), "w") as f:
+    if setup.is_main:
+        with open(os.path.join(setup.workdir, "run_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         log.info("%s", format_summary(summary))
     return summary
@@ -404,7 +499,7 @@ def _agree(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
 
-def _progress(run: RunConfig, start: int, is_main: bool):
+def _progress_bar(run: RunConfig, start: int, is_main: bool):
     if not (run.progress and is_main):
         return None
     from tqdm import tqdm
@@ -413,7 +508,7 @@ def _progress(run: RunConfig, start: int, is_main: bool):
                 desc="train", smoothing=0.1)
 
 
-def _show(bar, record: dict, run: RunConfig, step: int, t_start: float) -> None:
+def _show(bar, record: dict, run: RunConfig, step: int) -> None:
     text = {"bits": f"{record['train_bits']:.3f}"}
     if "val_bits" in record:
         text["val"] = f"{record['val_bits']:.3f}"

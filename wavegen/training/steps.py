@@ -29,21 +29,35 @@ import optax
 from flax import nnx, struct
 
 from wavegen.data import input_pipeline
-from wavegen.data.dataset import load_dataset_spec
-from wavegen.model.wavenet import ModelConfig, WaveNet, receptive_field, receptive_field_ms
+from wavegen.data.dataset import Dataset
+from wavegen.model.losses import LN2
+from wavegen.model.wavenet import ModelConfig, WaveNet, receptive_field
 
 AXIS = "batch"
-LN2 = math.log(2.0)
+
+
+# Warmup when optim.warmup_steps is unset: this fraction of the run, at most the cap.
+WARMUP_FRACTION = 0.05
+WARMUP_CAP = 1000
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warmup, cosine decay and global-norm clipping (+ optional EMA)."""
+    """AdamW with linear warmup, cosine decay and global-norm clipping (+ optional EMA).
 
-    learning_rate: float = 1e-3  # peak, reached after warmup
-    warmup_steps: int = 1000
-    total_steps: int = 200_000  # the cosine reaches end_learning_rate here
-    end_learning_rate: float = 1e-5
+    The fields are Hydra's `optim.*` keys. `total_steps` None: the run's train.steps;
+    `warmup_steps` None: WARMUP_FRACTION of total_steps, at most WARMUP_CAP. The loop
+    fills both with `for_run(steps)`; a schedule needs them filled.
+    """
+
+    lr: float = 1e-3  # peak, reached after warmup
+    warmup_steps: int | None = None
+    total_steps: int | None = None  # the cosine reaches end_lr here
+    end_lr: float = 1e-5
     weight_decay: float = 1e-4  # on weight matrices only (not biases)
     clip_norm: float = 1.0  # global gradient norm; 0 = no clipping
     b1: float = 0.9
@@ -52,17 +66,37 @@ class OptimConfig:
     ema_decay: float = 0.0  # 0 = no EMA of the parameters; e.g. 0.9999
 
     def __post_init__(self):
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.warmup_steps < 0 or self.total_steps <= self.warmup_steps:
-            raise ValueError(f"the warmup must end before the schedule does: need 0 <= "
-                             f"warmup_steps < total_steps, got warmup_steps="
-                             f"{self.warmup_steps}, total_steps={self.total_steps} (set "
-                             "optim.warmup_steps, optim.total_steps or train.steps)")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.clip_norm < 0 or self.weight_decay < 0:
-            raise ValueError("clip_norm and weight_decay must be >= 0")
+        for name in ("lr", "end_lr", "eps"):
+            value = getattr(self, name)
+            if not (_finite(value) and value > 0) and not (name == "end_lr" and value == 0):
+                raise ValueError(f"optim.{name} must be a positive finite number, got {value!r}")
+        for name in ("weight_decay", "clip_norm"):
+            value = getattr(self, name)
+            if not (_finite(value) and value >= 0):
+                raise ValueError(f"optim.{name} must be a finite number >= 0, got {value!r}")
+        for name in ("b1", "b2", "ema_decay"):
+            value = getattr(self, name)
+            if not (_finite(value) and 0 <= value < 1):
+                raise ValueError(f"optim.{name} must be in [0, 1), got {value!r}")
+        if self.total_steps is not None and self.total_steps < 1:
+            raise ValueError(f"optim.total_steps must be >= 1 (or null: train.steps), "
+                             f"got {self.total_steps}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0 (or null: automatic), "
+                             f"got {self.warmup_steps}")
+        if (self.warmup_steps is not None and self.total_steps is not None
+                and self.warmup_steps >= self.total_steps):
+            raise ValueError(f"optim.warmup_steps={self.warmup_steps} must be less than "
+                             f"optim.total_steps={self.total_steps} (the schedule's length; "
+                             "null: train.steps); lower optim.warmup_steps or leave it null")
+
+    def for_run(self, steps: int) -> "OptimConfig":
+        """total_steps and warmup_steps filled for a run of `steps` steps."""
+        total = self.total_steps or steps
+        warmup = self.warmup_steps
+        if warmup is None:
+            warmup = min(WARMUP_CAP, int(WARMUP_FRACTION * total))
+        return dataclasses.replace(self, total_steps=total, warmup_steps=warmup)
 
 
 @struct.dataclass
@@ -84,32 +118,14 @@ class TrainState:
 # Set-up
 
 
-def check_compatible(model_cfg: ModelConfig, spec) -> None:
-    """Refuses, before any step, a model that cannot train on the dataset (one error)."""
-    problems = []
-    rf = receptive_field(model_cfg)
-    if rf > spec.context_samples:
-        problems.append(
-            f"the model's receptive field of {rf} samples "
-            f"({receptive_field_ms(model_cfg, spec.sample_rate):.1f} ms at "
-            f"{spec.sample_rate} Hz) exceeds the dataset's context of {spec.context_samples} "
-            f"samples per chunk (re-run the pipeline with --context_samples >= {rf}, or use "
-            "a smaller model)")
-    if model_cfg.num_classes != spec.num_classes:
-        problems.append(f"the model has {model_cfg.num_classes} classes but the dataset has "
-                        f"2**{spec.bits} = {spec.num_classes}")
-    if model_cfg.num_genres not in (0, len(spec.genres)):
-        problems.append(f"the model has {model_cfg.num_genres} genres but the dataset has "
-                        f"{len(spec.genres)} ({', '.join(spec.genres)})")
-    if problems:
-        raise ValueError("model and dataset are incompatible: " + "; ".join(problems))
-
-
 def create_learning_rate_fn(cfg: OptimConfig) -> optax.Schedule:
-    """Linear warmup from 0 to the peak, then cosine decay to end_learning_rate."""
+    """Linear warmup from 0 to the peak, then cosine decay to end_lr."""
+    if cfg.total_steps is None or cfg.warmup_steps is None:
+        raise ValueError("the schedule needs optim.total_steps and optim.warmup_steps: fill "
+                         "them with OptimConfig.for_run(steps)")
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
-        decay_steps=cfg.total_steps, end_value=cfg.end_learning_rate)
+        init_value=0.0, peak_value=cfg.lr, warmup_steps=cfg.warmup_steps,
+        decay_steps=cfg.total_steps, end_value=cfg.end_lr)
 
 
 def _decay_mask(params):
@@ -149,20 +165,6 @@ def create_train_state(model_cfg: ModelConfig, optim_cfg: OptimConfig,
     rng = jax.random.key_data(jax.random.key(seed + 1))
     return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                 opt_state=opt_state, ema_params=ema, rng=rng)
-
-
-def train_iterator(data_dir: str, model_cfg: ModelConfig, *, per_device_batch: int,
-                   targets: int | None = None, seed: int = 0, shuffle_buffer: int = 512,
-                   **kwargs) -> input_pipeline.BatchIterator:
-    """The training batches for this model and run, after `check_compatible`.
-
-    kwargs go to `input_pipeline.train_batches` (split, num_devices, process_index, ...).
-    """
-    check_compatible(model_cfg, load_dataset_spec(data_dir))
-    return input_pipeline.train_batches(
-        data_dir, receptive_field=receptive_field(model_cfg),
-        per_device_batch=per_device_batch, targets=targets, seed=seed,
-        shuffle_buffer=shuffle_buffer, **kwargs)
 
 
 # --------------------------------------------------------------------------------------
@@ -221,13 +223,15 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
 
 def eval_step(params: dict, batch: dict, *, graphdef: nnx.GraphDef,
               axis_name: str | None = AXIS) -> dict[str, jax.Array]:
-    """Summed NLL bits and target count over the real (mask=1) examples of the batch."""
+    """Summed NLL bits and target count over the real (mask=1) examples of the batch
+    (summed over `axis_name`), and each example's own bits sum, `example_bits`
+    (per_device,), for per-song figures."""
     bits = model_loss(merge_model(graphdef, params), batch)
     weights = batch["mask"][:, None] * jnp.ones_like(bits)
     sums = {"nll_bits_sum": jnp.sum(bits * weights), "targets": jnp.sum(weights)}
     if axis_name is not None:
         sums = jax.lax.psum(sums, axis_name)
-    return sums
+    return {**sums, "example_bits": jnp.sum(bits * weights, axis=-1)}
 
 
 # --------------------------------------------------------------------------------------
@@ -297,15 +301,14 @@ def evaluate(p_eval_step: Callable, params: Any, batches: Iterable[dict],
             "targets": count}
 
 
-def evaluate_split(graphdef: nnx.GraphDef, params: Any, data_dir: str, *,
+def evaluate_split(graphdef: nnx.GraphDef, params: Any, dataset: Dataset, *,
                    split: str = "validation", per_device_batch: int = 4,
                    max_batches: int | None = None,
                    p_eval_step: Callable | None = None) -> dict[str, float]:
-    """`evaluate` over a dataset split, with replicated `params` (e.g. state.params)."""
+    """`evaluate` over a split of an opened dataset, with replicated `params`."""
     model_cfg = merge_model(graphdef, unreplicate(params)).cfg
-    rf = receptive_field(model_cfg)
-    batches = input_pipeline.eval_batches(data_dir, receptive_field=rf,
-                                          per_device_batch=per_device_batch, split=split,
-                                          max_batches=max_batches)
+    window = input_pipeline.Window(dataset.spec, receptive_field(model_cfg))
+    batches = input_pipeline.eval_batches(dataset, window, per_device_batch=per_device_batch,
+                                          split=split, max_batches=max_batches)
     return evaluate(p_eval_step or make_p_eval_step(graphdef), params, batches,
-                    model_cfg.num_classes, rf)
+                    model_cfg.num_classes, window.receptive_field)
