@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from experiments import hydra_schema as schema
-from wavegen.generation import sampler as sampling
+from wavegen.generation import sampler
 
 schema.register_sample()
 log = logging.getLogger("wavegen.sample")
@@ -32,11 +32,11 @@ def main(cfg: DictConfig) -> None:
     for noisy in ("absl", "jax"):  # orbax's per-save chatter, JAX's backend probing
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        result = sampling.sample(schema.to_sample_config(cfg))
+        result = sampler.run_sampling(schema.to_sample_config(cfg))
     except MissingMandatoryValue as e:
         log.error("missing a required setting: %s (e.g. %s=...)", e.full_key, e.full_key)
         sys.exit(1)
-    except sampling.SamplingError as e:
+    except sampler.SamplingError as e:
         log.error("%s", e)
         sys.exit(1)
     log.info("%d samples of %.1f s from step %d at %.0f samples/s -> %s",

@@ -14,6 +14,8 @@ from wavegen.generation import generator as gen
 from wavegen.model import wavenet as wm
 from wavegen.training.steps import merge_model, split_model
 
+from random_params import randomized_split
+
 START = gen.silence_bin("mulaw", 8)  # 128: the mu-law bin of 0.0
 
 
@@ -23,11 +25,11 @@ def tiny(**kw) -> wm.ModelConfig:
 
 @functools.lru_cache(maxsize=None)
 def split(kernel_size=2, num_genres=0, head="softmax", seed=0, dtype="float32"):
-    """(cfg, model, graphdef, params) of a randomly initialised tiny model."""
+    """(cfg, model, graphdef, params) of a tiny model with every parameter random
+    (biases and embeddings included: a generator that dropped one would fail)."""
     cfg = tiny(kernel_size=kernel_size, num_genres=num_genres, head=head, num_mixtures=4,
                dtype=dtype)
-    model = wm.create_model(cfg, seed=seed)
-    graphdef, params = split_model(model)
+    model, graphdef, params = randomized_split(cfg, seed)
     return cfg, model, graphdef, params
 
 
@@ -72,22 +74,62 @@ def test_cached_outputs_equal_the_parallel_forward_pass(kernel_size, num_genres)
     cached, cache = gen.teacher_force(graphdef, params, gen.init_cache(cfg, 2), bins, genre)
     assert cached.shape == full.shape == (2, bins.shape[1], 256)
     assert float(jnp.max(jnp.abs(cached - full))) < 1e-4
-    # The same through `step`, one call per time step, continuing the cache.
+    # Single steps (T = 1), one call per time step, continuing the cache.
     nxt = random_bins((2, 3), seed=1)
     longer = fwd(np.concatenate([bins, nxt], 1), genre)
     for t in range(3):
-        out, cache = gen.step(graphdef, params, cache, nxt[:, t], genre)
-        assert float(jnp.max(jnp.abs(out - longer[:, bins.shape[1] + t]))) < 1e-4
+        out, cache = gen.teacher_force(graphdef, params, cache, nxt[:, t:t + 1], genre)
+        assert float(jnp.max(jnp.abs(out[:, 0] - longer[:, bins.shape[1] + t]))) < 1e-4
 
 
-@pytest.mark.parametrize("width", [5, 200])
-def test_prefill_equals_teacher_forcing(width):
+def cache_history(cfg, cache):
+    """Each layer's ring in time order, oldest first: equal for two caches holding the
+    same past whatever their write positions."""
+    lay = gen.layout(cfg)
+    return [jnp.roll(cache.buffer[off:off + n], -(cache.pos % n), axis=0)
+            for off, n in zip(lay.offsets, lay.lengths)]
+
+
+def _zeroed(params, path):
+    """params with the array at `path` (a tuple of keys) set to zeros."""
+    out = jax.tree.map(lambda x: x, params)
+    node = out
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = jnp.zeros_like(node[path[-1]])
+    return out
+
+
+@pytest.mark.parametrize("path", [("layers", 0, "conv_bias"), ("layers", 5, "out_bias"),
+                                  ("head_bias1",), ("head_bias2",), ("genre_embedding",)])
+def test_the_equivalence_test_catches_a_generator_that_drops_a_bias(path):
+    """With random parameters a cache that drops any one bias or embedding misses the
+    forward pass by far more than the tolerance the equivalence tests use (1e-4); with
+    freshly initialised parameters (zero biases) it would not."""
+    cfg, _, graphdef, params = split(2, 3)
+    bins, genre = random_bins((2, 40)), np.array([0, 2])
+    full = forward(2, 3)(bins, genre)
+    dropped, _ = gen.teacher_force(graphdef, _zeroed(params, path), gen.init_cache(cfg, 2),
+                                   bins, genre)
+    assert float(jnp.max(jnp.abs(dropped - full))) > 1e-2
+    if path[-1] != "genre_embedding":  # freshly initialised, a bias is zero: dropping it
+        fresh = split_model(wm.create_model(cfg, seed=0))[1]  # would change nothing
+        assert not np.any(np.asarray(functools.reduce(lambda n, k: n[k], path, fresh)))
+
+
+@pytest.mark.parametrize("prime_len", [5, 200])
+def test_start_fills_the_caches_as_teacher_forcing_does(prime_len):
+    """`start` fills the caches with one parallel pass; stepping through the silence and
+    the prime (all but its last sample) leaves the same past."""
     cfg, _, graphdef, params = split(3, 3)
-    bins = random_bins((2, width), seed=2)
-    _, stepped = gen.teacher_force(graphdef, params, gen.init_cache(cfg, 2), bins, [0, 1])
-    filled = gen.prefill(graphdef, params, bins, [0, 1])
-    assert int(filled.pos) == int(stepped.pos)
-    np.testing.assert_allclose(filled.buffer, stepped.buffer, atol=1e-5)
+    rf = wm.receptive_field(cfg)
+    prime = random_bins((2, prime_len), seed=2)
+    state = gen.start(graphdef, params, jax.random.key(0), num_streams=2, start_bin=START,
+                      genre=[0, 1], prime=prime)
+    history = np.concatenate([np.full((2, rf - 1), START, np.int32), prime[:, :-1]], 1)
+    _, stepped = gen.teacher_force(graphdef, params, gen.init_cache(cfg, 2), history, [0, 1])
+    for a, b in zip(cache_history(cfg, state.cache), cache_history(cfg, stepped)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_bfloat16_generation_runs_in_bfloat16():
@@ -115,7 +157,7 @@ def test_cached_and_naive_generation_draw_the_same_samples(kernel_size, num_genr
     cfg, _, graphdef, params = split(kernel_size, num_genres, head)
     genre = np.array([2, 0, 1]) if num_genres else None
     prime = random_bins((3, prime_len), seed=3) if prime_len else None
-    kw = dict(num_samples=3, length=2 * wm.receptive_field(cfg) + 7, start_bin=START,
+    kw = dict(num_streams=3, length=2 * wm.receptive_field(cfg) + 7, start_bin=START,
               temperature=temperature, genre=genre, prime=prime)
     cached = gen.generate(graphdef, params, jax.random.key(4), **kw)
     naive = gen.naive_generate(graphdef, params, jax.random.key(4), **kw)
@@ -128,7 +170,7 @@ def test_cached_and_naive_generation_draw_the_same_samples(kernel_size, num_genr
 
 def test_chunked_generation_equals_one_call():
     cfg, _, graphdef, params = split(3, 3)
-    state = gen.start(graphdef, params, jax.random.key(5), num_samples=2, start_bin=START,
+    state = gen.start(graphdef, params, jax.random.key(5), num_streams=2, start_bin=START,
                       genre=[1, 2], prime=random_bins((2, 20)))
     whole, end = gen.generate_chunk(graphdef, params, state, 148)
     # Uneven chunks, with the noise drawn in blocks that do not line up with them.
@@ -143,15 +185,15 @@ def test_chunked_generation_equals_one_call():
     again, _ = gen.generate_chunk(graphdef, params, state, 148)
     np.testing.assert_array_equal(again, whole)
     np.testing.assert_array_equal(
-        whole, gen.generate(graphdef, params, jax.random.key(5), num_samples=2, length=148,
+        whole, gen.generate(graphdef, params, jax.random.key(5), num_streams=2, length=148,
                             start_bin=START, genre=[1, 2], prime=random_bins((2, 20))))
 
 
 def test_a_stream_does_not_depend_on_the_others():
     _, _, graphdef, params = split()
     kw = dict(length=69, start_bin=START)  # shapes compiled by the naive test above
-    three = gen.generate(graphdef, params, jax.random.key(4), num_samples=3, **kw)
-    one = gen.generate(graphdef, params, jax.random.key(4), num_samples=1, **kw)
+    three = gen.generate(graphdef, params, jax.random.key(4), num_streams=3, **kw)
+    one = gen.generate(graphdef, params, jax.random.key(4), num_streams=1, **kw)
     np.testing.assert_array_equal(one[0], three[0])
 
 
@@ -163,14 +205,14 @@ def test_prime_is_fed_through_the_caches_and_generation_continues_from_it():
     cfg, _, graphdef, params = split(2, 3)
     rf = wm.receptive_field(cfg)
     prime = random_bins((2, 100), seed=7)
-    state = gen.start(graphdef, params, jax.random.key(8), num_samples=2, start_bin=START,
+    state = gen.start(graphdef, params, jax.random.key(8), num_streams=2, start_bin=START,
                       genre=2, prime=prime)
     np.testing.assert_array_equal(state.inputs, prime[:, -1])
     # Teacher forcing the silence and the whole prime (but its last sample, the next
     # input) through `step` from an empty cache leaves the same past in the caches.
     history = np.concatenate([np.full((2, rf - 1), START, np.int32), prime[:, :-1]], 1)
     _, forced = gen.teacher_force(graphdef, params, gen.init_cache(cfg, 2), history, [2, 2])
-    for a, b in zip(gen.cache_history(cfg, state.cache), gen.cache_history(cfg, forced)):
+    for a, b in zip(cache_history(cfg, state.cache), cache_history(cfg, forced)):
         np.testing.assert_allclose(a, b, atol=1e-5)
     # Continuing from the teacher-forced cache draws the same samples.
     forced_state = state._replace(cache=forced)
@@ -178,9 +220,9 @@ def test_prime_is_fed_through_the_caches_and_generation_continues_from_it():
                                   gen.generate_chunk(graphdef, params, forced_state, 50)[0])
     # Only the prime's last receptive field matters: the first new sample's outputs.
     def first_outputs(prime):
-        s = gen.start(graphdef, params, jax.random.key(8), num_samples=2, start_bin=START,
+        s = gen.start(graphdef, params, jax.random.key(8), num_streams=2, start_bin=START,
                       genre=2, prime=prime)
-        return gen.step(graphdef, params, s.cache, s.inputs, [2, 2])[0]
+        return gen.teacher_force(graphdef, params, s.cache, s.inputs[:, None], [2, 2])[0]
 
     changed = prime.copy()
     changed[:, :100 - rf] = (changed[:, :100 - rf] + 99) % 256
@@ -188,7 +230,7 @@ def test_prime_is_fed_through_the_caches_and_generation_continues_from_it():
     changed[:, -rf] = (changed[:, -rf] + 99) % 256  # the oldest sample the output sees
     assert not np.array_equal(first_outputs(changed), first_outputs(prime))
     # The output excludes the prime; one prime (P,) serves every stream.
-    kw = dict(num_samples=2, length=50, start_bin=START, genre=2)
+    kw = dict(num_streams=2, length=50, start_bin=START, genre=2)
     a = gen.generate(graphdef, params, jax.random.key(8), prime=prime, **kw)
     np.testing.assert_array_equal(a, gen.generate_chunk(graphdef, params, state, 50)[0])
     one = gen.generate(graphdef, params, jax.random.key(8), prime=prime[1], **kw)
@@ -198,7 +240,7 @@ def test_prime_is_fed_through_the_caches_and_generation_continues_from_it():
 def test_the_song_starts_after_silence():
     """Without a prime the context is start_bin; a prime of silence is the same thing."""
     _, _, graphdef, params = split()
-    kw = dict(num_samples=3, length=69, start_bin=START)  # shapes compiled already
+    kw = dict(num_streams=3, length=69, start_bin=START)  # shapes compiled already
     plain = gen.generate(graphdef, params, jax.random.key(9), **kw)
     silent = gen.generate(graphdef, params, jax.random.key(9), prime=np.full(5, START), **kw)
     np.testing.assert_array_equal(plain, silent)
@@ -206,6 +248,11 @@ def test_the_song_starts_after_silence():
 
 # --------------------------------------------------------------------------------------
 # Sampling
+
+
+def draw(cfg, key, outputs, temperature=1.0):
+    """One bin from outputs (C,) with one key: what generation does for each sample."""
+    return gen.draw(cfg, outputs, gen.draw_noise(cfg, key), temperature)
 
 
 def entropy_bits(samples: np.ndarray) -> float:
@@ -220,19 +267,19 @@ def test_temperature_controls_the_entropy_of_draws():
     keys = jax.random.split(jax.random.key(10), 4000)
     entropies = []
     for t in (0.25, 0.5, 1.0, 2.0):
-        draws = jax.vmap(lambda k: gen.sample_outputs(cfg, k, logits, t))(keys)
+        draws = jax.vmap(lambda k: draw(cfg, k, logits, t))(keys)
         entropies.append(entropy_bits(np.asarray(draws)))
     assert entropies == sorted(entropies) and entropies[-1] - entropies[0] > 2.0
     # T = 1 is the categorical of the logits; T = 0 the argmax.
-    freq = np.bincount(np.asarray(jax.vmap(lambda k: gen.sample_outputs(cfg, k, logits))(
+    freq = np.bincount(np.asarray(jax.vmap(lambda k: draw(cfg, k, logits))(
         keys)), minlength=256) / 4000
     np.testing.assert_allclose(freq, jax.nn.softmax(logits), atol=0.03)
-    assert int(gen.sample_outputs(cfg, keys[0], logits, 0.0)) == int(jnp.argmax(logits))
+    assert int(draw(cfg, keys[0], logits, 0.0)) == int(jnp.argmax(logits))
 
 
 def test_lower_temperature_generates_lower_entropy_songs():
     _, _, graphdef, params = split()
-    kw = dict(num_samples=4, length=300, start_bin=START)
+    kw = dict(num_streams=4, length=300, start_bin=START)
     ent = [entropy_bits(np.asarray(gen.generate(graphdef, params, jax.random.key(11),
                                                 temperature=t, **kw)))
            for t in (0.3, 1.0, 3.0)]
@@ -247,20 +294,20 @@ def test_mixture_head_sampling_gives_valid_bins():
     # logit 0, mean -0.5.
     out = jnp.array([3.0, 0.0, 0.5, -0.5, -6.0, -6.0])
     keys = jax.random.split(jax.random.key(13), 4000)
-    draws = np.asarray(jax.vmap(lambda k: gen.sample_outputs(cfg, k, out))(keys))
+    draws = np.asarray(jax.vmap(lambda k: draw(cfg, k, out))(keys))
     assert draws.dtype == np.int32 and draws.min() >= 0 and draws.max() <= 255
     near0 = np.abs(draws - 191) <= 5  # the bin of 0.5: (0.5 + 1) * 255 / 2 = 191.25
     near1 = np.abs(draws - 64) <= 5
     assert (near0 | near1).all()
     assert abs(near0.mean() - float(jax.nn.sigmoid(3.0))) < 0.03
-    cold = np.asarray(jax.vmap(lambda k: gen.sample_outputs(cfg, k, out, 0.3))(keys))
+    cold = np.asarray(jax.vmap(lambda k: draw(cfg, k, out, 0.3))(keys))
     assert np.mean(np.abs(cold - 191) <= 5) > near0.mean()  # the likelier component gains
-    assert int(gen.sample_outputs(cfg, keys[0], out, 0.0)) == 191  # its mean
+    assert int(draw(cfg, keys[0], out, 0.0)) == 191  # its mean
     assert np.abs(cold[np.abs(cold - 191) <= 5] - 191).mean() \
         < np.abs(draws[near0] - 191).mean()  # narrower components
     # Generation with a mixture head (shapes compiled by the naive test): bins in range.
     _, _, graphdef, params = split(3, 0, "mol")
-    bins = np.asarray(gen.generate(graphdef, params, jax.random.key(14), num_samples=3,
+    bins = np.asarray(gen.generate(graphdef, params, jax.random.key(14), num_streams=3,
                                    length=129, start_bin=START, prime=np.zeros(40, int)))
     assert bins.min() >= 0 and bins.max() <= 255 and len(np.unique(bins)) > 10
 
@@ -271,7 +318,7 @@ def test_mixture_head_sampling_gives_valid_bins():
 
 def test_wrong_genre_is_an_error():
     _, _, graphdef, params = split(2, 3)
-    kw = dict(num_samples=2, length=5, start_bin=START)
+    kw = dict(num_streams=2, length=5, start_bin=START)
     key = jax.random.key(0)
     with pytest.raises(ValueError, match=r"genre index 3 is out of range.*3 genres"):
         gen.generate(graphdef, params, key, genre=[0, 3], **kw)
@@ -279,7 +326,7 @@ def test_wrong_genre_is_an_error():
         gen.generate(graphdef, params, key, genre=-1, **kw)
     with pytest.raises(ValueError, match="conditioned on 3 genres"):
         gen.generate(graphdef, params, key, **kw)
-    with pytest.raises(ValueError, match="one per stream"):
+    with pytest.raises(ValueError, match="one per sequence"):
         gen.generate(graphdef, params, key, genre=[0, 1, 2], **kw)
     with pytest.raises(ValueError, match="genre index 7"):
         gen.teacher_force(graphdef, params, gen.init_cache(split(2, 3)[0], 1),
@@ -292,7 +339,7 @@ def test_wrong_genre_is_an_error():
 def test_bad_arguments_are_errors():
     _, _, graphdef, params = split()
     key = jax.random.key(0)
-    kw = dict(num_samples=2, length=5)
+    kw = dict(num_streams=2, length=5)
     with pytest.raises(ValueError, match=r"start_bin must be a bin in 0\.\.255"):
         gen.generate(graphdef, params, key, start_bin=256, **kw)
     with pytest.raises(ValueError, match=r"prime must be bins in 0\.\.255"):
@@ -302,4 +349,4 @@ def test_bad_arguments_are_errors():
     with pytest.raises(ValueError, match="temperature"):
         gen.generate(graphdef, params, key, start_bin=START, temperature=-1.0, **kw)
     with pytest.raises(ValueError, match="length must be a positive int"):
-        gen.generate(graphdef, params, key, start_bin=START, num_samples=1, length=0)
+        gen.generate(graphdef, params, key, start_bin=START, num_streams=1, length=0)

@@ -78,14 +78,26 @@ def time_calls(call, reps: int) -> tuple[float, list[float]]:
     return first, times
 
 
+def _row(kind: str, preset: str, batch: int, n: int, cfg, first: float,
+         times: list[float]) -> dict:
+    from wavegen.model import wavenet as wm
+
+    total = batch * n
+    return {"kind": kind, "preset": preset, "batch": batch, "layers": cfg.num_layers,
+            "receptive_field": wm.receptive_field(cfg), "samples_per_call": n,
+            "first_call_s": round(first, 2), "call_s": [round(t, 4) for t in times],
+            "samples_per_s_best": total / min(times),
+            "samples_per_s_typical": total / statistics.median(times),
+            "us_per_step_best": min(times) / n * 1e6}
+
+
 def cached(preset: str, batch: int, n: int, reps: int, **overrides) -> dict:
     import jax
 
     from wavegen.generation import generator as gen
-    from wavegen.model import wavenet as wm
 
     cfg, graphdef, params = build(preset, **overrides)
-    state = gen.start(graphdef, params, jax.random.key(0), num_samples=batch,
+    state = gen.start(graphdef, params, jax.random.key(0), num_streams=batch,
                       start_bin=gen.silence_bin("mulaw", 8))
     box = [state]
 
@@ -93,49 +105,25 @@ def cached(preset: str, batch: int, n: int, reps: int, **overrides) -> dict:
         bins, box[0] = gen.generate_chunk(graphdef, params, box[0], n)
         return bins
 
-    first, times = time_calls(call, reps)
-    total = batch * n
-    return {"kind": "cached", "preset": preset, "batch": batch, "layers": cfg.num_layers,
-            "receptive_field": wm.receptive_field(cfg), "samples_per_call": n,
-            "first_call_s": round(first, 2), "call_s": [round(t, 4) for t in times],
-            "samples_per_s_best": total / min(times),
-            "samples_per_s_typical": total / statistics.median(times),
-            "us_per_step_best": min(times) / n * 1e6}
+    return _row("cached", preset, batch, n, cfg, *time_calls(call, reps))
 
 
 def naive(preset: str, batch: int, n: int, reps: int) -> dict:
     import jax
 
     from wavegen.generation import generator as gen
-    from wavegen.model import wavenet as wm
 
     cfg, graphdef, params = build(preset)
 
     def call():
-        return gen.naive_generate(graphdef, params, jax.random.key(0), num_samples=batch,
+        return gen.naive_generate(graphdef, params, jax.random.key(0), num_streams=batch,
                                   length=n, start_bin=gen.silence_bin("mulaw", 8))
 
-    first, times = time_calls(call, reps)
-    total = batch * n
-    return {"kind": "naive", "preset": preset, "batch": batch, "layers": cfg.num_layers,
-            "receptive_field": wm.receptive_field(cfg), "samples_per_call": n,
-            "first_call_s": round(first, 2), "call_s": [round(t, 4) for t in times],
-            "samples_per_s_best": total / min(times),
-            "samples_per_s_typical": total / statistics.median(times),
-            "us_per_step_best": min(times) / n * 1e6}
+    return _row("naive", preset, batch, n, cfg, *time_calls(call, reps))
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if not args.no_hugepages:
-        from wavegen.runtime import reexec_with_hugepage_malloc
-
-        reexec_with_hugepage_malloc()
-    import jax
-
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}: {os.cpu_count()} CPU "
-          f"cores, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
-    reps = args.reps or (3 if args.quick else 7)
+def run_cases(args, reps: int) -> tuple[list[dict], list[dict]]:
+    """(the cached and naive rows, the layer sweep's rows)."""
     rows = []
     cases = [("small", 1, 4000 if args.quick else 16000),
              ("small", 16, 1000 if args.quick else 4000),
@@ -155,7 +143,11 @@ def main(argv=None) -> int:
             s = cached("small", 1, 4000, reps, stacks=1, layers_per_stack=layers)
             sweep.append({"layers": layers, "us_per_step_best": s["us_per_step_best"]})
             print(f"  sweep: {layers:>2} layers {s['us_per_step_best']:.1f} us/step", flush=True)
+    return rows, sweep
 
+
+def goals(rows: list[dict]) -> tuple[dict, dict, dict]:
+    """(cached/naive ratio, best and typical figures), per goal."""
     def find(kind, preset, batch):
         return next(r for r in rows if (r["kind"], r["preset"], r["batch"]) ==
                     (kind, preset, batch))
@@ -163,15 +155,17 @@ def main(argv=None) -> int:
     c, nv = find("cached", "small", 1), find("naive", "small", 1)
     ratio = {"best": c["samples_per_s_best"] / nv["samples_per_s_best"],
              "typical": c["samples_per_s_typical"] / nv["samples_per_s_typical"]}
-    measured = {"small_b1": c["samples_per_s_best"],
-                "small_b16": find("cached", "small", 16)["samples_per_s_best"],
-                "medium_b1": find("cached", "medium", 1)["samples_per_s_best"],
-                "cached_over_naive": ratio["best"]}
-    typical = {"small_b1": c["samples_per_s_typical"],
-               "small_b16": find("cached", "small", 16)["samples_per_s_typical"],
-               "medium_b1": find("cached", "medium", 1)["samples_per_s_typical"],
-               "cached_over_naive": ratio["typical"]}
+    figures = {}
+    for which in ("best", "typical"):
+        key = f"samples_per_s_{which}"
+        figures[which] = {"small_b1": c[key],
+                          "small_b16": find("cached", "small", 16)[key],
+                          "medium_b1": find("cached", "medium", 1)[key],
+                          "cached_over_naive": ratio[which]}
+    return ratio, figures["best"], figures["typical"]
 
+
+def print_report(rows: list[dict], ratio: dict, measured: dict, typical: dict) -> None:
     header = (f"{'case':<22} {'RF':>6} {'samples/call':>12} {'samples/s best':>15} "
               f"{'typical':>10} {'us/step':>8}")
     print("\n" + header + "\n" + "-" * len(header))
@@ -186,6 +180,21 @@ def main(argv=None) -> int:
     for k, goal in GOALS.items():
         print(f"{k:<24} {measured[k]:>12,.0f} / {typical[k]:>10,.0f} {goal:>10,}   "
               f"{'yes' if measured[k] >= goal else 'NO'}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.no_hugepages:
+        from wavegen.runtime import reexec_with_hugepage_malloc
+
+        reexec_with_hugepage_malloc()
+    import jax
+
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}: {os.cpu_count()} CPU "
+          f"cores, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
+    rows, sweep = run_cases(args, args.reps or (3 if args.quick else 7))
+    ratio, measured, typical = goals(rows)
+    print_report(rows, ratio, measured, typical)
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "backend": jax.devices()[0].platform,
                           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},

@@ -17,21 +17,19 @@ One step, for inputs x (B,) at time t (L layers, kernel K, R/G/S channels):
 
     h_0    = embed(x)
     past   = every ring's rows at t - (K-1-j) d_i, j < K-1      one gather  (L, K-1, B, R)
-    a_past = past . conv_kernel[:K-1] + conv_bias [+ genre]     one batched matmul (L, B, G)
-    layer i:  z_i     = gate(h_i @ conv_kernel[K-1] + a_past[i])
-              h_i+1   = h_i + z_i @ out_kernel[:, :R] + out_bias[:R]
-    skips  = [z_0 .. z_L-1] @ [out_kernel_0[:, R:]; ...] + sum of skip biases   one matmul
-    outputs = head(skips);   every ring's row at t <- h_i                one scatter
+    a_past = past . conv_kernel[:K-1]                           one batched matmul (L, B, G)
+    layer i:  h_i+1, s_i = gated_residual(h_i, h_i @ conv_kernel[K-1] + a_past[i])
+    outputs = head(sum of s_i);   every ring's row at t <- h_i           one scatter
 
 The past taps do not depend on this step's input, so their share of every layer's dilated
-conv is one batched matmul off the sequential chain, and the skip projections of all
-layers are one matmul after it: the chain is two small matmuls and the gate per layer.
-The numbers are the model's own parameters (merged from `graphdef` and `params`), and
-`embed`, `conditioning`, `head` and `gated_activation` are the model's functions; only
-the order of the sums differs from the convolutional forward pass.
+conv is one batched matmul off the sequential chain. Everything after the dilated conv -
+bias and genre, gate, residual and skip 1x1s (`wavenet.gated_residual`) - and `embed`,
+`conditioning` and `head` are the model's own functions on the model's own parameters
+(merged from `graphdef` and `params`): there is no second copy of the layer's maths here,
+and only the order of the sums in the dilated conv differs from the parallel pass.
 
 Generation (`start` then `generate_chunk` as often as wanted, or `generate` for both)
-runs `num_samples` independent streams in one jitted `lax.scan` over time (a scan over
+runs `num_streams` independent streams in one jitted `lax.scan` over time (a scan over
 blocks of NOISE_BLOCK steps, each making its steps' random numbers in one vectorized
 call, then scanning over the steps; no host round trip inside a call):
 
@@ -41,14 +39,13 @@ call, then scanning over the steps; no host round trip inside a call):
   windows of real audio, never on the zero padding before a sequence starts, so silence
   is its in-distribution "nothing yet". Without a prime the first input is `start_bin`
   too: the first sample is predicted from receptive_field samples of silence.
-- Prime. `prime` (P,) (the same for every stream) or (num_samples, P) is the song so
+- Prime. `prime` (P,) (the same for every stream) or (num_streams, P) is the song so
   far: generation continues after its last sample, and the output holds only the new
   samples, never the prime. The caches after the prime depend on its last
   receptive_field - 1 samples before the final one (no output can see further back), and
   `start` fills them from exactly those (after the silence, for a short prime) with one
-  convolutional pass (`prefill`) instead of one step per sample; `prefill` equals
-  feeding the same samples through the caches step by step (`teacher_force`), which the
-  tests check, as they check that naive generation from the whole primed sequence
+  convolutional pass instead of one step per sample; that equals feeding the same
+  samples through the caches step by step (`teacher_force`), which the tests check, as they check that naive generation from the whole primed sequence
   draws the same samples.
 - Randomness. Stream b has the key fold_in(key, b), and its sample n (counted from the
   first generated sample, across chunks) uses fold_in(stream key, n): streams are
@@ -132,19 +129,10 @@ def layout(cfg: wm.ModelConfig) -> Layout:
 def init_cache(cfg: wm.ModelConfig, batch: int, dtype=None) -> Cache:
     """An empty cache: zeros, the convolution's padding before position 0.
 
-    dtype defaults to the model's compute dtype (what `step` expects)."""
+    dtype defaults to the model's compute dtype (what the step expects)."""
     dtype = cfg.compute_dtype if dtype is None else dtype
     return Cache(jnp.zeros((layout(cfg).rows, batch, cfg.residual_channels), dtype),
                  jnp.zeros((), jnp.int32))
-
-
-def cache_history(cfg: wm.ModelConfig, cache: Cache) -> list[jax.Array]:
-    """Each layer's ring in time order, oldest first: a list of ((K-1) d_i, B, R).
-
-    Two caches holding the same past compare equal here whatever their write positions."""
-    lay = layout(cfg)
-    return [jnp.roll(cache.buffer[off:off + n], -(cache.pos % n), axis=0)
-            for off, n in zip(lay.offsets, lay.lengths)]
 
 
 # --------------------------------------------------------------------------------------
@@ -157,39 +145,20 @@ class _Weights(NamedTuple):
     Per-layer matrices are separate arrays, not slices of one stacked array: inside the
     time loop XLA:CPU would copy such slices on every step (it did: 40% of the time)."""
 
+    layers: tuple[wm.LayerWeights, ...]  # what `wm.gated_residual` takes, per layer
     w_cur: tuple[jax.Array, ...]  # L x (R, G): the conv tap on the current input
     w_past: jax.Array  # (L, K-1, R, G): the taps on past inputs, oldest first
-    gate_bias: jax.Array  # (L, B, G): conv bias [+ genre vector @ cond_kernel]
-    w_res: tuple[jax.Array, ...]  # L-1 x (G/2, R)
-    b_res: tuple[jax.Array, ...]  # L-1 x (R,)
-    w_skip: jax.Array  # (L * G/2, S): the layers' skip projections, stacked
-    b_skip: jax.Array  # (S,): the sum of the skip biases
 
 
 def _merge(graphdef: nnx.GraphDef, params: Any) -> wm.WaveNet:
     return nnx.merge(graphdef, params)
 
 
-def _weights(model: wm.WaveNet, genre: jax.Array | None, batch: int) -> _Weights:
-    cfg = model.cfg
-    dt, r = cfg.compute_dtype, cfg.residual_channels
-    layers = list(model.layers)
-    kernels = [l.conv_kernel[...].astype(dt) for l in layers]  # (K, R, G)
-    cond = model.conditioning(genre, batch)
-    gate_bias = []
-    for l in layers:
-        b = jnp.broadcast_to(l.conv_bias[...].astype(dt), (batch, cfg.gate_channels))
-        gate_bias.append(b if cond is None else b + cond @ l.cond_kernel[...].astype(dt))
-    out_k = [l.out_kernel[...].astype(dt) for l in layers]  # (G/2, R+S)
-    out_b = [l.out_bias[...].astype(dt) for l in layers]  # (R+S,)
-    return _Weights(
-        w_cur=tuple(k[-1] for k in kernels),
-        w_past=jnp.stack([k[:-1] for k in kernels]),
-        gate_bias=jnp.stack(gate_bias),
-        w_res=tuple(w[:, :r] for w in out_k[:-1]),
-        b_res=tuple(b[:r] for b in out_b[:-1]),
-        w_skip=jnp.concatenate([w[:, r:] for w in out_k], axis=0),
-        b_skip=sum(b[r:] for b in out_b))
+def _weights(model: wm.WaveNet, genre: jax.Array | None) -> _Weights:
+    cond = model.conditioning(genre)
+    layers = tuple(l.weights(cond, model.cfg.compute_dtype) for l in model.layers)
+    return _Weights(layers, tuple(w.conv[-1] for w in layers),
+                    jnp.stack([w.conv[:-1] for w in layers]))
 
 
 def _step(model: wm.WaveNet, w: _Weights, cache: Cache, bins_t: jax.Array):
@@ -207,32 +176,25 @@ def _step(model: wm.WaveNet, w: _Weights, cache: Cache, bins_t: jax.Array):
     write = offsets + pos % lengths
     past = cache.buffer.at[read].get(unique_indices=True, mode="promise_in_bounds")
     past = past.reshape((num_layers, k - 1) + cache.buffer.shape[1:])  # (L, K-1, B, R)
-    a_past = jnp.einsum("ljbr,ljrg->lbg", past, w.w_past) + w.gate_bias
+    a_past = jnp.einsum("ljbr,ljrg->lbg", past, w.w_past)
 
     h = model.embed(bins_t)
-    inputs, gated = [], []
+    inputs, skip = [], None
     for i in range(num_layers):
         inputs.append(h)
-        z = wm.gated_activation(h @ w.w_cur[i] + a_past[i])
-        gated.append(z)
-        if i < num_layers - 1:
-            h = h + (z @ w.w_res[i] + w.b_res[i])
-    outputs = model.head(jnp.concatenate(gated, axis=-1) @ w.w_skip + w.b_skip)
+        h, s = wm.gated_residual(w.layers[i], h, h @ w.w_cur[i] + a_past[i],
+                                 need_residual=i < num_layers - 1)
+        skip = s if skip is None else skip + s
+    outputs = model.head(skip)
     buffer = cache.buffer.at[write].set(jnp.stack(inputs), unique_indices=True,
                                         indices_are_sorted=True, mode="promise_in_bounds")
     return outputs, Cache(buffer, (pos + 1) % lay.period)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _step_jit(graphdef, params, cache, bins_t, genre):
-    model = _merge(graphdef, params)
-    return _step(model, _weights(model, genre, bins_t.shape[0]), cache, bins_t)
-
-
-@functools.partial(jax.jit, static_argnums=0)
 def _teacher_force_jit(graphdef, params, cache, bins, genre):
     model = _merge(graphdef, params)
-    w = _weights(model, genre, bins.shape[0])
+    w = _weights(model, genre)
 
     def body(c, x):
         out, c = _step(model, w, c, x)
@@ -248,7 +210,7 @@ def _prefill_jit(graphdef, params, bins, genre):
     cfg = model.cfg
     lay = layout(cfg)
     batch, width = bins.shape
-    cond = model.conditioning(genre, batch)
+    cond = model.conditioning(genre)
     h = model.embed(bins)  # (B, W, R): layer 0's inputs
     rings = []
     for i, layer in enumerate(model.layers):
@@ -262,41 +224,16 @@ def _prefill_jit(graphdef, params, bins, genre):
     return Cache(buffer, jnp.asarray(width % lay.period, jnp.int32))
 
 
-def step(graphdef: nnx.GraphDef, params: Any, cache: Cache, bins_t,
-         genre=None) -> tuple[jax.Array, Cache]:
-    """Feeds one input bin per stream through the caches (jitted).
-
-    bins_t (B,) int32; genre (B,) int32 indices for a conditioned model, else None.
-    Returns the model's outputs for this time step, (B, C) float32 (logits or mixture
-    parameters, predicting the next sample), and the cache with this input added."""
-    cfg = config(graphdef, params)
-    bins_t = jnp.asarray(_check_bins("bins_t", bins_t, cfg.num_classes, ndim=1))
-    g = check_genre(cfg, genre, bins_t.shape[0])
-    return _step_jit(graphdef, params, cache, bins_t, _device(g))
-
-
 def teacher_force(graphdef: nnx.GraphDef, params: Any, cache: Cache, bins,
                   genre=None) -> tuple[jax.Array, Cache]:
-    """Feeds known bins (B, T) through the caches: `step` for every t, as one jitted
-    `lax.scan`. Returns the outputs of every step (B, T, C) float32 (output t predicts
+    """Feeds known bins (B, T) through the caches: one cached step for every t, as one
+    jitted `lax.scan` (T = 1: a single step). Returns the outputs of every step (B, T, C) float32 (output t predicts
     bins[:, t + 1]) and the cache after the last input. From `init_cache` the outputs
     are the parallel forward pass `model(bins, genre)`."""
     cfg = config(graphdef, params)
-    bins = jnp.asarray(_check_bins("bins", bins, cfg.num_classes, ndim=2))
-    g = check_genre(cfg, genre, bins.shape[0])
+    bins = jnp.asarray(wm.check_bins(bins, cfg.num_classes, ndim=2))
+    g = wm.check_genre(cfg, genre, bins.shape[0])
     return _teacher_force_jit(graphdef, params, cache, bins, _device(g))
-
-
-def prefill(graphdef: nnx.GraphDef, params: Any, bins, genre=None) -> Cache:
-    """The cache after feeding bins (B, W) from `init_cache`, by one parallel pass.
-
-    Equal (same rows, same write position) to `teacher_force(graphdef, params,
-    init_cache(cfg, B), bins, genre)[1]`, for the price of one convolutional forward pass
-    over the window instead of W steps."""
-    cfg = config(graphdef, params)
-    bins = jnp.asarray(_check_bins("bins", bins, cfg.num_classes, ndim=2))
-    g = check_genre(cfg, genre, bins.shape[0])
-    return _prefill_jit(graphdef, params, bins, _device(g))
 
 
 # --------------------------------------------------------------------------------------
@@ -324,7 +261,7 @@ def noise_size(cfg: wm.ModelConfig) -> int:
 def draw_noise(cfg: wm.ModelConfig, key: jax.Array) -> jax.Array:
     """The randomness of one draw from one key, (noise_size(cfg),) float32: standard
     Gumbel noise per class (softmax) or per component, then (mol) one standard logistic
-    sample log(u / (1 - u)), u clipped to [1e-5, 1 - 1e-5] as in `losses.sample_mol`.
+    sample log(u / (1 - u)), u clipped to [1e-5, 1 - 1e-5].
     Drawn at every temperature, 0 included, so the keys' use never depends on it.
 
     Apart from `draw` so that generation makes a block of steps' noise in one
@@ -364,17 +301,10 @@ def draw(cfg: wm.ModelConfig, outputs: jax.Array, noise: jax.Array,
     return losses.unit_to_bins(x, cfg.num_classes)
 
 
-def sample_outputs(cfg: wm.ModelConfig, key: jax.Array, outputs: jax.Array,
-                   temperature: float = 1.0) -> jax.Array:
-    """One bin (int32) from one stream's outputs (C,) with one PRNG key: exactly what
-    generation does for each sample (`draw` of `draw_noise(cfg, key)`)."""
-    return draw(cfg, outputs, draw_noise(cfg, key), _check_temperature(temperature))
-
-
-def stream_keys(key: jax.Array, num_samples: int) -> jax.Array:
-    """Stream b's key: fold_in(key, b), so it does not depend on num_samples."""
+def stream_keys(key: jax.Array, num_streams: int) -> jax.Array:
+    """Stream b's key: fold_in(key, b), so it does not depend on num_streams."""
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-        key, jnp.arange(num_samples, dtype=jnp.uint32))
+        key, jnp.arange(num_streams, dtype=jnp.uint32))
 
 
 def _stream_noise(cfg: wm.ModelConfig, keys: jax.Array, first: jax.Array,
@@ -414,53 +344,7 @@ def _device(x):
     return None if x is None else jnp.asarray(x)
 
 
-def _check_bins(name: str, bins, num_classes: int, ndim: int | None = None) -> np.ndarray:
-    """Host-side check of bins: integers in 0..num_classes-1 (and the number of axes)."""
-    if isinstance(bins, jax.core.Tracer):
-        raise TypeError(f"{name} must be concrete (these functions jit themselves)")
-    bins = np.asarray(bins)
-    if not np.issubdtype(bins.dtype, np.integer):
-        raise ValueError(f"{name} must be integer bins, got {bins.dtype}")
-    if ndim is not None and bins.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} axes, got shape {bins.shape}")
-    if bins.size and (bins.min() < 0 or bins.max() >= num_classes):
-        raise ValueError(f"{name} must be bins in 0..{num_classes - 1}, got values in "
-                         f"{bins.min()}..{bins.max()}")
-    return bins.astype(np.int32)
-
-
-def check_genre(cfg: wm.ModelConfig, genre, num_samples: int) -> np.ndarray | None:
-    """Host-side check of genre indices: None, one index for every stream, or
-    (num_samples,) indices. Returns (num_samples,) int32 or None.
-
-    Raises ValueError naming an out-of-range index and the number of genres (names map
-    to indices with `DatasetSpec.genre_index`, which lists the valid names)."""
-    if not cfg.num_genres:
-        if genre is not None:
-            raise ValueError("this model is unconditioned (num_genres=0) but a genre was "
-                             "given")
-        return None
-    if genre is None:
-        raise ValueError(f"this model is conditioned on {cfg.num_genres} genres: pass a "
-                         "genre index (one for every stream, or one per stream)")
-    if isinstance(genre, jax.core.Tracer):
-        raise TypeError("genre must be concrete (these functions jit themselves)")
-    g = np.asarray(genre)
-    if not np.issubdtype(g.dtype, np.integer):
-        raise ValueError(f"genre must be integer indices, got {g.dtype}")
-    if g.ndim == 0:
-        g = np.full((num_samples,), g)
-    if g.shape != (num_samples,):
-        raise ValueError(f"genre must be one index or {num_samples} indices (one per "
-                         f"stream), got shape {g.shape}")
-    for x in g.tolist():
-        if not 0 <= x < cfg.num_genres:
-            raise ValueError(f"genre index {x} is out of range: the model has "
-                             f"{cfg.num_genres} genres (0..{cfg.num_genres - 1})")
-    return g.astype(np.int32)
-
-
-def _context(cfg: wm.ModelConfig, num_samples: int, start_bin, prime) -> np.ndarray:
+def _context(cfg: wm.ModelConfig, num_streams: int, start_bin, prime) -> np.ndarray:
     """The last receptive_field samples before the first new one, (B, receptive_field):
     silence (start_bin), then the prime."""
     if (isinstance(start_bin, bool) or not isinstance(start_bin, (int, np.integer))
@@ -468,14 +352,14 @@ def _context(cfg: wm.ModelConfig, num_samples: int, start_bin, prime) -> np.ndar
         raise ValueError(f"start_bin must be a bin in 0..{cfg.num_classes - 1} (e.g. "
                          f"silence_bin(quantization, bits)), got {start_bin!r}")
     rf = wm.receptive_field(cfg)
-    seq = np.full((num_samples, rf), start_bin, np.int32)
+    seq = np.full((num_streams, rf), start_bin, np.int32)
     if prime is None:
         return seq
-    p = _check_bins("prime", prime, cfg.num_classes)
+    p = wm.check_bins(prime, cfg.num_classes, "prime")
     if p.ndim == 1:
-        p = np.broadcast_to(p, (num_samples,) + p.shape)
-    if p.ndim != 2 or p.shape[0] != num_samples or p.shape[1] == 0:
-        raise ValueError(f"prime must be (P,) or ({num_samples}, P) bins with P >= 1, got "
+        p = np.broadcast_to(p, (num_streams,) + p.shape)
+    if p.ndim != 2 or p.shape[0] != num_streams or p.shape[1] == 0:
+        raise ValueError(f"prime must be (P,) or ({num_streams}, P) bins with P >= 1, got "
                          f"shape {np.shape(prime)}")
     return np.concatenate([seq, p[:, -rf:]], axis=1)[:, -rf:]
 
@@ -486,20 +370,20 @@ def _check_count(name: str, n) -> int:
     return int(n)
 
 
-def start(graphdef: nnx.GraphDef, params: Any, key: jax.Array, *, num_samples: int,
+def start(graphdef: nnx.GraphDef, params: Any, key: jax.Array, *, num_streams: int,
           start_bin: int, genre=None, prime=None) -> GenState:
     """The state before the first generated sample. Checks genre and prime on the host.
 
     key: one PRNG key (stream b uses fold_in(key, b)). start_bin: the bin taken to
     precede the song, silence: `silence_bin(quantization, bits)`. genre: None (an
-    unconditioned model), one index, or (num_samples,) indices. prime: None, (P,) bins
-    for every stream or (num_samples, P); generation continues after its last sample."""
+    unconditioned model), one index, or (num_streams,) indices. prime: None, (P,) bins
+    for every stream or (num_streams, P); generation continues after its last sample."""
     cfg = config(graphdef, params)
-    num_samples = _check_count("num_samples", num_samples)
-    g = _device(check_genre(cfg, genre, num_samples))
-    context = _context(cfg, num_samples, start_bin, prime)
+    num_streams = _check_count("num_streams", num_streams)
+    g = _device(wm.check_genre(cfg, genre, num_streams))
+    context = _context(cfg, num_streams, start_bin, prime)
     cache = _prefill_jit(graphdef, params, jnp.asarray(context[:, :-1]), g)
-    return GenState(cache, jnp.asarray(context[:, -1]), stream_keys(key, num_samples),
+    return GenState(cache, jnp.asarray(context[:, -1]), stream_keys(key, num_streams),
                     jnp.zeros((), jnp.int32), g)
 
 
@@ -507,7 +391,7 @@ def start(graphdef: nnx.GraphDef, params: Any, key: jax.Array, *, num_samples: i
 def _generate_chunk(graphdef, params, state, n, temperature, *, unroll, block):
     model = _merge(graphdef, params)
     cfg = model.cfg
-    w = _weights(model, state.genre, state.inputs.shape[0])
+    w = _weights(model, state.genre)
 
     def one_step(carry, noise):
         cache, x = carry
@@ -557,14 +441,14 @@ def generate_chunk(graphdef: nnx.GraphDef, params: Any, state: GenState, n: int,
                            unroll=_check_count("unroll", unroll), block=block)
 
 
-def generate(graphdef: nnx.GraphDef, params: Any, key: jax.Array, *, num_samples: int,
+def generate(graphdef: nnx.GraphDef, params: Any, key: jax.Array, *, num_streams: int,
              length: int, start_bin: int, temperature: float = 1.0, genre=None,
              prime=None) -> jax.Array:
-    """num_samples streams of `length` new samples: (num_samples, length) int32 bins.
+    """num_streams streams of `length` new samples: (num_streams, length) int32 bins.
 
     `start` then one `generate_chunk` (see the module docstring for the silence before
     the song, the prime, the keys and the temperature). The prime is not in the output."""
-    state = start(graphdef, params, key, num_samples=num_samples, start_bin=start_bin,
+    state = start(graphdef, params, key, num_streams=num_streams, start_bin=start_bin,
                   genre=genre, prime=prime)
     bins, _ = generate_chunk(graphdef, params, state, _check_count("length", length),
                              temperature=temperature)
@@ -594,7 +478,7 @@ def _naive_jit(graphdef, params, context, keys, length, genre, temperature):
     return seq[:, width:]
 
 
-def naive_generate(graphdef: nnx.GraphDef, params: Any, key: jax.Array, *, num_samples: int,
+def naive_generate(graphdef: nnx.GraphDef, params: Any, key: jax.Array, *, num_streams: int,
                    length: int, start_bin: int, temperature: float = 1.0, genre=None,
                    prime=None) -> jax.Array:
     """`generate` without caches: every new sample is one full forward pass of the model
@@ -602,9 +486,9 @@ def naive_generate(graphdef: nnx.GraphDef, params: Any, key: jax.Array, *, num_s
     samples), with the same keys and sampling. The same samples as `generate`, slowly:
     for tests and the benchmark."""
     cfg = config(graphdef, params)
-    num_samples = _check_count("num_samples", num_samples)
-    g = _device(check_genre(cfg, genre, num_samples))
-    context = _context(cfg, num_samples, start_bin, prime)
-    return _naive_jit(graphdef, params, jnp.asarray(context), stream_keys(key, num_samples),
+    num_streams = _check_count("num_streams", num_streams)
+    g = _device(wm.check_genre(cfg, genre, num_streams))
+    context = _context(cfg, num_streams, start_bin, prime)
+    return _naive_jit(graphdef, params, jnp.asarray(context), stream_keys(key, num_streams),
                       _check_count("length", length), g,
                       jnp.float32(_check_temperature(temperature)))

@@ -1,9 +1,9 @@
 """Sampling from a checkpoint: rebuild the model from what the run saved, generate, write.
 
-`sample(cfg)` loads the model config and the dataset's spec (sample rate, bits,
+`run_sampling(cfg)` (the command `experiments/sample.py`) loads the model config and the dataset's spec (sample rate, bits,
 quantization, genre names) from the checkpoint itself, restores the parameters with
 orbax, primes the caches with a song decoded by the pipeline's own audio functions if
-asked, generates with `wavegen.generation.generator` in chunks (a progress bar with rate and ETA),
+asked, generates streams with `wavegen.generation.generator` in chunks (a progress bar with rate and ETA),
 and writes 16-bit WAVs, spectrogram PNGs, `samples.json` and the listening page
 `index.html`. Nothing about the model is typed on the command line.
 """
@@ -21,12 +21,12 @@ import jax
 import numpy as np
 
 from wavegen.data import audio
-from wavegen.training import checkpoints as ckpt_lib
-from wavegen.generation import generator as generate
-from wavegen.model import wavenet as model_lib
-from wavegen.generation import listening_page as report
-from wavegen.training import steps as train_lib
 from wavegen.data.dataset import UNKNOWN_GENRE, DatasetSpec
+from wavegen.generation import generator
+from wavegen.generation import listening_page as page
+from wavegen.model import wavenet as model_lib
+from wavegen.training import checkpoints as ckpt_lib
+from wavegen.training import steps as train_lib
 
 log = logging.getLogger("wavegen.sample")
 
@@ -148,39 +148,58 @@ def _streams(cfg: SampleConfig, loaded: Loaded) -> list[str | None]:
     return [None] * cfg.num_samples
 
 
-def sample(cfg: SampleConfig) -> dict:
-    """Generates and writes the samples; returns what samples.json holds."""
+def run_sampling(cfg: SampleConfig) -> dict:
+    """The sampling run: generates the streams, writes them; returns what samples.json
+    holds."""
     loaded = load(cfg.checkpoint, cfg.step, cfg.use_ema)
-    spec, mcfg = loaded.spec, loaded.model_cfg
+    spec = loaded.spec
     genres = _streams(cfg, loaded)
     prime = prime_bins(cfg.prime, spec, cfg.prime_seconds) if cfg.prime else None
     length = int(round(cfg.seconds * spec.sample_rate))
     if length < 1:
         raise SamplingError(f"seconds={cfg.seconds} is less than one sample at "
                             f"{spec.sample_rate} Hz")
-    batch = len(genres)
     genre_idx = None if genres[0] is None else np.array(
         [spec.genre_index(g) for g in genres], np.int32)
     os.makedirs(cfg.output_dir, exist_ok=True)
+    bins, timing = _generate(cfg, loaded, len(genres), genre_idx, prime, length)
+    streams = [_write_stream(cfg, spec, i, g, bins[i]) for i, g in enumerate(genres)]
+    result = {
+        "checkpoint": loaded.run_dir, "checkpoint_step": loaded.step,
+        "settings": dataclasses.asdict(cfg),
+        "sample_rate": spec.sample_rate, "quantization": spec.quantization,
+        "bits": spec.bits, "receptive_field": model_lib.receptive_field(loaded.model_cfg),
+        "num_streams": len(genres), "samples_per_stream": length, **timing,
+        "samples": streams,
+    }
+    with open(os.path.join(cfg.output_dir, "samples.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2, ensure_ascii=False)
+    write_page(cfg.output_dir, result)
+    return result
 
-    state = generate.start(loaded.graphdef, loaded.params, jax.random.key(cfg.seed),
-                           num_samples=batch,
-                           start_bin=generate.silence_bin(spec.quantization, spec.bits),
-                           genre=genre_idx, prime=prime)
+
+def _generate(cfg: SampleConfig, loaded: Loaded, batch: int, genre_idx, prime,
+              length: int) -> tuple[np.ndarray, dict]:
+    """(bins (batch streams, length), timing facts): generation in equal chunks with a
+    progress bar; the compilation is timed apart."""
+    spec = loaded.spec
+    state = generator.start(loaded.graphdef, loaded.params, jax.random.key(cfg.seed),
+                            num_streams=batch,
+                            start_bin=generator.silence_bin(spec.quantization, spec.bits),
+                            genre=genre_idx, prime=prime)
     # Equal chunks (the last may overshoot; it is trimmed): one compiled program.
     calls = -(-length // min(cfg.chunk, length))
     chunk = -(-length // calls)
-    # Compile outside the timing: one throw-away chunk from the start state.
-    t0 = time.perf_counter()
-    jax.block_until_ready(generate.generate_chunk(loaded.graphdef, loaded.params, state,
-                                                  chunk, temperature=cfg.temperature)[0])
+    t0 = time.perf_counter()  # compile outside the timing: one throw-away chunk
+    jax.block_until_ready(generator.generate_chunk(loaded.graphdef, loaded.params, state,
+                                                   chunk, temperature=cfg.temperature)[0])
     compile_s = time.perf_counter() - t0
     parts, done = [], 0
     bar = _bar(cfg, batch * length)
     t0 = time.perf_counter()
     while done < length:
-        bins, state = generate.generate_chunk(loaded.graphdef, loaded.params, state, chunk,
-                                              temperature=cfg.temperature)
+        bins, state = generator.generate_chunk(loaded.graphdef, loaded.params, state, chunk,
+                                               temperature=cfg.temperature)
         parts.append(np.asarray(bins))
         if bar is not None:
             bar.update(batch * (min(done + chunk, length) - done))
@@ -188,34 +207,24 @@ def sample(cfg: SampleConfig) -> dict:
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    bins = np.concatenate(parts, axis=1)[:, :length]
-    rate = batch * done / seconds
+    return (np.concatenate(parts, axis=1)[:, :length],
+            {"samples_per_s": batch * done / seconds, "generation_s": seconds,
+             "compile_s": compile_s})
 
-    samples = []
-    for i, g in enumerate(genres):
-        x = audio.dequantize(bins[i], spec.quantization, spec.bits)
-        wav, png = f"sample_{i:03d}.wav", f"sample_{i:03d}.png"
-        audio.write_wav(os.path.join(cfg.output_dir, wav), x, spec.sample_rate)
-        label = f"{wav}: genre {g or '-'}, temperature {cfg.temperature:g}" + (
-            f", primed with {os.path.basename(cfg.prime)}" if cfg.prime else "")
-        report.spectrogram_png(os.path.join(cfg.output_dir, png), x, spec.sample_rate, label)
-        samples.append({"wav": wav, "png": png, "genre": g, "temperature": cfg.temperature,
-                        "prime": cfg.prime, "seconds": length / spec.sample_rate,
-                        "rms": float(np.sqrt(np.mean(x ** 2))),
-                        "clipped_fraction": float(np.mean(np.abs(x) >= 0.999))})
-    result = {
-        "checkpoint": loaded.run_dir, "checkpoint_step": loaded.step,
-        "settings": dataclasses.asdict(cfg),
-        "sample_rate": spec.sample_rate, "quantization": spec.quantization,
-        "bits": spec.bits, "receptive_field": model_lib.receptive_field(mcfg),
-        "num_streams": batch, "samples_per_stream": length,
-        "samples_per_s": rate, "generation_s": seconds, "compile_s": compile_s,
-        "samples": samples,
-    }
-    with open(os.path.join(cfg.output_dir, "samples.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    write_page(cfg.output_dir, result)
-    return result
+
+def _write_stream(cfg: SampleConfig, spec: DatasetSpec, i: int, genre: str | None,
+                  bins: np.ndarray) -> dict:
+    """Stream i's WAV and spectrogram; its entry in samples.json."""
+    x = audio.dequantize(bins, spec.quantization, spec.bits)
+    wav, png = f"sample_{i:03d}.wav", f"sample_{i:03d}.png"
+    audio.write_wav(os.path.join(cfg.output_dir, wav), x, spec.sample_rate)
+    label = f"{wav}: genre {genre or '-'}, temperature {cfg.temperature:g}" + (
+        f", primed with {os.path.basename(cfg.prime)}" if cfg.prime else "")
+    page.spectrogram_png(os.path.join(cfg.output_dir, png), x, spec.sample_rate, label)
+    return {"wav": wav, "png": png, "genre": genre, "temperature": cfg.temperature,
+            "prime": cfg.prime, "seconds": len(bins) / spec.sample_rate,
+            "rms": float(np.sqrt(np.mean(x ** 2))),
+            "clipped_fraction": float(np.mean(np.abs(x) >= 0.999))}
 
 
 def write_page(out: str, result: dict) -> str:
@@ -227,7 +236,7 @@ def write_page(out: str, result: dict) -> str:
             rows = [json.loads(line) for line in f if line.strip()]
         rows = [r for r in rows if r["step"] <= result["checkpoint_step"]] or rows
         curve = "training_curve.png"
-        report.training_curve_png(os.path.join(out, curve), rows,
+        page.training_curve_png(os.path.join(out, curve), rows,
                                   f"{result['checkpoint']} (sampled at step "
                                   f"{result['checkpoint_step']})")
     facts = {"run": result["checkpoint"], "checkpoint step": result["checkpoint_step"],
@@ -236,7 +245,7 @@ def write_page(out: str, result: dict) -> str:
              "receptive field": f"{result['receptive_field']} samples",
              "generation speed": f"{result['samples_per_s']:.0f} samples/s over "
                                  f"{result['num_streams']} streams"}
-    return report.listening_page(os.path.join(out, "index.html"), "wavegen samples", facts,
+    return page.listening_page(os.path.join(out, "index.html"), "wavegen samples", facts,
                                  result["samples"], curve)
 
 

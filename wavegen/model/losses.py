@@ -1,4 +1,5 @@
-"""Per-sample losses (in bits) and sampling for the two output heads.
+"""Per-sample losses (in bits) for the two output heads (drawing from them:
+`wavegen.generation.generator.draw`).
 
 - softmax: a categorical distribution over the 2**bits bins; the loss is the cross-entropy.
 - mol: a discretized mixture of logistics (PixelCNN++ / r9y9's wavenet_vocoder), for
@@ -40,14 +41,6 @@ def softmax_cross_entropy_bits(logits: jax.Array, targets: jax.Array) -> jax.Arr
     logits = logits.astype(jnp.float32)
     picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)
     return (jax.nn.logsumexp(logits, axis=-1) - picked[..., 0]) / LN2
-
-
-def sample_softmax(key: jax.Array, logits: jax.Array, temperature: float = 1.0) -> jax.Array:
-    """Draws bins (int32) from the categorical over the last axis."""
-    logits = logits.astype(jnp.float32)
-    if temperature == 0.0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)
 
 
 # --------------------------------------------------------------------------------------
@@ -97,23 +90,3 @@ def mol_nll_bits(params: jax.Array, targets: jax.Array, num_classes: int, num_mi
                  log_scale_min: float = -7.0) -> jax.Array:
     """-log2 p(target bin) under the discretized mixture of logistics, per sample."""
     return -mol_log_probs(params, targets, num_classes, num_mixtures, log_scale_min) / LN2
-
-
-def sample_mol(key: jax.Array, params: jax.Array, num_classes: int, num_mixtures: int,
-               log_scale_min: float = -7.0, temperature: float = 1.0) -> jax.Array:
-    """Draws bins (int32) from the mixture: pick a component, then a logistic sample.
-
-    Temperature T (as in wavegen.generation.generator): the mixture logits are divided by T and every
-    logistic's scale is multiplied by T; T = 0 gives the most likely component's mean.
-    """
-    logit_probs, means, log_scales = split_mol(params, num_mixtures, log_scale_min)
-    k_comp, k_u = jax.random.split(key)
-    if temperature == 0.0:
-        comp = jnp.argmax(logit_probs, axis=-1)
-    else:
-        comp = jax.random.categorical(k_comp, logit_probs / temperature, axis=-1)
-    pick = lambda a: jnp.take_along_axis(a, comp[..., None], axis=-1)[..., 0]
-    mean, log_scale = pick(means), pick(log_scales)
-    u = jax.random.uniform(k_u, mean.shape, minval=1e-5, maxval=1.0 - 1e-5)
-    x = mean + temperature * jnp.exp(log_scale) * (jnp.log(u) - jnp.log1p(-u))
-    return unit_to_bins(x, num_classes)

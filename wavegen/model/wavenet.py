@@ -28,17 +28,19 @@ through a 1x1 projection (r9y9's choice for the mixture head on 16-bit audio).
 
 Step-wise generation (the "fast WaveNet" queues) reuses these parameters as they are: each
 layer's dilated conv is one (K, R, G) array whose tap j multiplies the layer's input at
-t - (K-1-j) * d, and the 1x1 projections are plain matrices. `ResidualLayer.step` computes
-one time step of a layer from those K past inputs; `WaveNet.embed`, `conditioning` and
-`head` are the pieces before and after the stack. tests/test_model.py checks that stepping
-through time reproduces the convolutional forward pass.
+t - (K-1-j) * d, and the 1x1 projections are plain matrices. `gated_residual` is a layer's arithmetic once its dilated conv is known: the parallel
+pass gets that conv from `causal_conv`, the generator from its caches, and both run the
+same function on it. `WaveNet.embed`, `conditioning` and `head` are the pieces before and
+after the stack. tests/test_model.py and tests/test_generate.py check, with every
+parameter randomised, that stepping through time reproduces the convolutional forward
+pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -215,15 +217,105 @@ def causal_conv(h: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
         rhs_dilation=(dilation,), dimension_numbers=("NWC", "WIO", "NWC"))
 
 
-def _host_values(x) -> np.ndarray | None:
-    """x as a numpy array when its values are known now (not under a jax trace)."""
-    if isinstance(x, jax.core.Tracer):
-        return None
-    return np.asarray(x)
-
-
 def _normal(rngs: nnx.Rngs, shape, fan_in: int, scale: float = 1.0) -> jax.Array:
     return jax.random.normal(rngs.params(), shape, jnp.float32) * (scale / math.sqrt(fan_in))
+
+
+# --------------------------------------------------------------------------------------
+# Input validation: one check per input form, on the host, where the value enters (the
+# generator's entry points, an eager model call); jitted code trusts its inputs.
+
+
+def check_bins(bins, num_classes: int, name: str = "bins",
+               ndim: int | None = None) -> np.ndarray:
+    """Bins as int32 after checking them: integers in 0..num_classes-1 (and `ndim` axes)."""
+    if isinstance(bins, jax.core.Tracer):
+        raise TypeError(f"{name} must be concrete values, not traced (check them before jit)")
+    bins = np.asarray(bins)
+    if not np.issubdtype(bins.dtype, np.integer):
+        raise ValueError(f"{name} must be integer bins, got {bins.dtype}")
+    if ndim is not None and bins.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} axes, got shape {bins.shape}")
+    if bins.size and (bins.min() < 0 or bins.max() >= num_classes):
+        raise ValueError(f"{name} must be bins in 0..{num_classes - 1}, got values in "
+                         f"{bins.min()}..{bins.max()}")
+    return bins.astype(np.int32)
+
+
+def check_genre(cfg: ModelConfig, genre, batch: int) -> np.ndarray | None:
+    """Genre indices as (batch,) int32 (or None for an unconditioned model) after checking
+    them: None exactly when the model is unconditioned, else one index for every sequence
+    or (batch,) indices, each in 0..num_genres-1. Names map to indices with
+    `DatasetSpec.genre_index`, which lists the valid names."""
+    if not cfg.num_genres:
+        if genre is not None:
+            raise ValueError("this model is unconditioned (num_genres=0) but a genre was "
+                             "given")
+        return None
+    if genre is None:
+        raise ValueError(f"this model is conditioned on {cfg.num_genres} genres: pass a "
+                         "genre index (one for every sequence, or one per sequence)")
+    if isinstance(genre, jax.core.Tracer):
+        raise TypeError("genre must be concrete values, not traced (check it before jit)")
+    g = np.asarray(genre)
+    if not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(f"genre must be integer indices, got {g.dtype}")
+    if g.ndim == 0:
+        g = np.full((batch,), g)
+    if g.shape != (batch,):
+        raise ValueError(f"genre must be one index or {batch} indices (one per sequence), "
+                         f"got shape {g.shape}")
+    bad = [x for x in g.tolist() if not 0 <= x < cfg.num_genres]
+    if bad:
+        raise ValueError(f"genre index {bad[0]} is out of range: the model has "
+                         f"{cfg.num_genres} genres (0..{cfg.num_genres - 1})")
+    return g.astype(np.int32)
+
+
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+# --------------------------------------------------------------------------------------
+# One layer's arithmetic
+
+
+class LayerWeights(NamedTuple):
+    """One residual layer's parameters arranged for `gated_residual`, in the compute dtype.
+
+    conv (K, R, G): the dilated conv's taps; gate_bias (G,) or (B, G): the conv bias plus,
+    when conditioned, each sequence's genre vector @ cond_kernel; res_kernel (G/2, R) and
+    res_bias (R,): the residual 1x1; skip_kernel (G/2, S) and skip_bias (S,): the skip 1x1.
+    """
+
+    conv: jax.Array
+    gate_bias: jax.Array
+    res_kernel: jax.Array
+    res_bias: jax.Array
+    skip_kernel: jax.Array
+    skip_bias: jax.Array
+
+
+def gated_residual(w: LayerWeights, h: jax.Array, dilated: jax.Array,
+                   need_residual: bool = True) -> tuple[jax.Array | None, jax.Array]:
+    """The layer's arithmetic once its dilated conv is known - the one home of it, run
+    by the parallel forward pass (`ResidualLayer.__call__`) and by the cached step
+    (`wavegen.generation.generator`), which differ only in how they get `dilated`.
+
+    h (..., R): the layer's input at each position; dilated (..., G): sum over taps j of
+    the input at t - (K-1-j) d @ conv[j] (no bias). Returns (the next layer's input
+    h + residual 1x1 (..., R), or None for the last layer; the skip 1x1 (..., S)).
+    """
+    bias = w.gate_bias
+    if bias.ndim == 2 and dilated.ndim == 3:  # per-sequence (B, G) over (B, L, G)
+        bias = bias[:, None]
+    z = gated_activation(dilated + bias)
+    # Two matmuls on the column blocks of out_kernel rather than one on all of it: the
+    # backward pass then needs no (N, R+S) concatenated gradient (3% faster).
+    skip = z @ w.skip_kernel + w.skip_bias
+    if not need_residual:
+        return None, skip
+    return h + (z @ w.res_kernel + w.res_bias), skip
 
 
 class ResidualLayer(nnx.Module):
@@ -245,42 +337,22 @@ class ResidualLayer(nnx.Module):
                                               fan_in=cfg.genre_embed_dim))
                             if cfg.num_genres else None)
 
-    def _gate_input(self, a, cond):
-        a = a + self.conv_bias[...].astype(a.dtype)
-        if cond is not None:
-            c = cond @ self.cond_kernel[...].astype(cond.dtype)  # (B, G)
-            a = a + c.reshape(c.shape[:1] + (1,) * (a.ndim - 2) + c.shape[1:])
-        return a
-
-    def _outputs(self, h, z, need_residual: bool):
-        # Two matmuls on the column blocks of out_kernel rather than one on all of it:
-        # the backward pass then needs no (N, R+S) concatenated gradient (3% faster).
+    def weights(self, cond: jax.Array | None, dtype) -> LayerWeights:
+        """This layer's parameters for `gated_residual`; cond: genre vectors (B, E) or None."""
         r = self.residual_channels
-        w, b = self.out_kernel[...].astype(z.dtype), self.out_bias[...].astype(z.dtype)
-        skip = z @ w[:, r:] + b[r:]
-        if not need_residual:
-            return None, skip
-        return h + (z @ w[:, :r] + b[:r]), skip
+        gate_bias = self.conv_bias[...]
+        if cond is not None:
+            gate_bias = gate_bias + cond @ self.cond_kernel[...]
+        out_k, out_b = self.out_kernel[...], self.out_bias[...]
+        parts = (self.conv_kernel[...], gate_bias, out_k[:, :r], out_b[:r], out_k[:, r:],
+                 out_b[r:])
+        return LayerWeights(*(x.astype(dtype) for x in parts))
 
     def __call__(self, h: jax.Array, cond: jax.Array | None = None,
                  need_residual: bool = True) -> tuple[jax.Array | None, jax.Array]:
         """h (B, L, R) -> (next h (B, L, R) or None, skip (B, L, S))."""
-        a = causal_conv(h, self.conv_kernel[...].astype(h.dtype), self.dilation)
-        z = gated_activation(self._gate_input(a, cond))
-        return self._outputs(h, z, need_residual)
-
-    def step(self, taps: jax.Array, cond: jax.Array | None = None,
-             need_residual: bool = True) -> tuple[jax.Array | None, jax.Array]:
-        """One time step. taps (B, K, R): this layer's inputs at t-(K-1)d, ..., t-d, t.
-
-        Returns (this layer's output at t (B, R), its skip at t (B, S)), exactly what
-        `__call__` gives at position t. A generator keeps, per layer, a queue of the last
-        (K-1)*d + 1 inputs and reads the taps from it.
-        """
-        w = self.conv_kernel[...].astype(taps.dtype)
-        a = jnp.einsum("bkr,krg->bg", taps, w)
-        z = gated_activation(self._gate_input(a, cond))
-        return self._outputs(taps[:, -1], z, need_residual)
+        w = self.weights(cond, h.dtype)
+        return gated_residual(w, h, causal_conv(h, w.conv, self.dilation), need_residual)
 
 
 class WaveNet(nnx.Module):
@@ -320,33 +392,14 @@ class WaveNet(nnx.Module):
             h = x * self.input_kernel[...][0] + self.input_bias[...]
         return h.astype(cfg.compute_dtype)
 
-    def conditioning(self, genre: jax.Array | None, batch: int) -> jax.Array | None:
-        """The genre vectors (B, E) fed to every layer's gate, or None if unconditioned."""
-        cfg = self.cfg
-        if not cfg.num_genres:
-            if genre is not None:
-                raise ValueError("this model is unconditioned (num_genres=0) but a genre "
-                                 "was given")
+    def conditioning(self, genre: jax.Array | None) -> jax.Array | None:
+        """The genre vectors (B, E) float32 fed to every layer's gate, or None if
+        unconditioned. Takes checked indices (`check_genre`); under jit an out-of-range
+        index gives NaN vectors (a NaN output and loss), never a silent clamp."""
+        if not self.cfg.num_genres:
             return None
-        if genre is None:
-            raise ValueError(f"this model is conditioned on {cfg.num_genres} genres: pass a "
-                             "genre index per sequence")
-        genre = jnp.asarray(genre)
-        if genre.shape != (batch,) or not jnp.issubdtype(genre.dtype, jnp.integer):
-            raise ValueError(f"genre must be integer indices of shape ({batch},), got "
-                             f"{genre.dtype} {genre.shape}")
-        values = _host_values(genre)
-        if values is not None and values.size:
-            lo, hi = int(values.min()), int(values.max())
-            if lo < 0 or hi >= cfg.num_genres:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"genre index {bad} is out of range: the model has "
-                                 f"{cfg.num_genres} genres (0..{cfg.num_genres - 1})")
-        # Traced: an out-of-range index gives NaN outputs (and a NaN loss), never a silent
-        # clamp to another genre.
-        vec = jnp.take(self.genre_embedding[...], genre.astype(jnp.int32), axis=0,
-                       mode="fill", fill_value=jnp.nan)
-        return vec.astype(cfg.compute_dtype)
+        return jnp.take(self.genre_embedding[...], jnp.asarray(genre, jnp.int32), axis=0,
+                        mode="fill", fill_value=jnp.nan)
 
     def head(self, skip_sum: jax.Array) -> jax.Array:
         """Summed skips (..., S) -> outputs (..., out), float32."""
@@ -361,18 +414,15 @@ class WaveNet(nnx.Module):
         return y.astype(jnp.float32)
 
     def __call__(self, bins: jax.Array, genre: jax.Array | None = None) -> jax.Array:
-        bins = jnp.asarray(bins)
-        if bins.ndim != 2 or not jnp.issubdtype(bins.dtype, jnp.integer):
-            raise ValueError(f"bins must be integer class indices of shape (batch, time), "
-                             f"got {bins.dtype} {bins.shape}")
-        values = _host_values(bins)
-        if values is not None and values.size:
-            lo, hi = int(values.min()), int(values.max())
-            if lo < 0 or hi >= self.cfg.num_classes:
-                raise ValueError(f"bins must be in 0..{self.cfg.num_classes - 1}, "
-                                 f"got values in {lo}..{hi}")
-        cond = self.conditioning(genre, bins.shape[0])
-        return self.head(self.run_layers(self.embed(bins), cond))
+        """Outputs (B, L, out) float32; output t predicts bins[:, t + 1]. Concrete inputs
+        (an eager call) are checked here (`check_bins`, `check_genre`); traced ones are
+        trusted: whoever jits checks them where they enter."""
+        if _concrete(bins):
+            bins = check_bins(bins, self.cfg.num_classes, ndim=2)
+            if _concrete(genre):
+                genre = check_genre(self.cfg, genre, bins.shape[0])
+        cond = self.conditioning(genre)
+        return self.head(self.run_layers(self.embed(jnp.asarray(bins)), cond))
 
     def run_layers(self, h: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         """The residual stack: embedded inputs (B, L, R) -> summed skips (B, L, S)."""
@@ -384,8 +434,6 @@ class WaveNet(nnx.Module):
             h = h_next
         return skip
 
-    # What the outputs mean.
-
     def nll_bits(self, outputs: jax.Array, targets: jax.Array) -> jax.Array:
         """-log2 p(target) per position: outputs (..., out), targets (...) -> (...)."""
         cfg = self.cfg
@@ -393,14 +441,6 @@ class WaveNet(nnx.Module):
             return losses.mol_nll_bits(outputs, targets, cfg.num_classes, cfg.num_mixtures,
                                        cfg.log_scale_min)
         return losses.softmax_cross_entropy_bits(outputs, targets)
-
-    def sample(self, key: jax.Array, outputs: jax.Array, temperature: float = 1.0) -> jax.Array:
-        """Draws the next bins (int32) from outputs (..., out)."""
-        cfg = self.cfg
-        if cfg.head == "mol":
-            return losses.sample_mol(key, outputs, cfg.num_classes, cfg.num_mixtures,
-                                     cfg.log_scale_min, temperature)
-        return losses.sample_softmax(key, outputs, temperature)
 
 
 def create_model(cfg: ModelConfig, seed: int = 0) -> WaveNet:
