@@ -170,7 +170,7 @@ def make_plan(args) -> Plan:
         meta = fma.load_metadata(args.metadata)
         songs, report = sources.apply_metadata(songs, meta, args.genre_from, args.split_from)
     return Plan(songs, splits, chunking, fetch_cfg,
-                chunking.spec([s.genre for s in songs]), report)
+                chunking.spec([s.genre for s in songs if not s.reject]), report)
 
 
 def run(argv: list[str] | None = None) -> int:

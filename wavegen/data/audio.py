@@ -27,6 +27,11 @@ class AudioDecodeError(ValueError):
     """An input that is not decodable audio. The message names the input."""
 
 
+class NonFiniteAudio(ValueError):
+    """Decoded audio holding NaN or infinity (a float file's garbage, never music); unlike
+    a decode error part-way, nothing decoded before it is worth keeping."""
+
+
 def is_audio_path(path: str) -> bool:
     """Whether `path` has one of the supported audio extensions (any case)."""
     return os.path.splitext(path)[1].lower() in AUDIO_EXTENSIONS
@@ -55,8 +60,10 @@ def mono_blocks(handle: sf.SoundFile, name: str,
     """Yields float32 mono blocks (channels averaged) until the end of the stream.
 
     A decode error part-way through raises AudioDecodeError; callers decide whether the
-    audio decoded before it is worth keeping.
+    audio decoded before it is worth keeping. A block holding NaN or infinity raises
+    NonFiniteAudio, checked as decoded (before any resampling spreads it).
     """
+    done = 0
     while True:
         try:
             block = handle.read(block_frames, dtype="float32", always_2d=True)
@@ -65,7 +72,13 @@ def mono_blocks(handle: sf.SoundFile, name: str,
                                    f"({one_line(e)})") from e
         if block.shape[0] == 0:
             return
-        yield mixdown(block)
+        mono = mixdown(block)  # NaN or infinity in any channel stays non-finite here
+        finite = np.isfinite(mono)
+        if not finite.all():
+            raise NonFiniteAudio(f"{name}: NaN or infinite sample at frame "
+                                 f"{done + int(np.argmin(finite))}")
+        done += len(mono)
+        yield mono
         if block.shape[0] < block_frames:
             return
 

@@ -23,10 +23,22 @@ UNDECODABLE = "undecodable"  # not audio, corrupt, or a decoder error before any
 NO_AUDIO = "no_audio"  # opened, but decoded zero frames (empty or truncated stream)
 SILENT = "silent"  # peak below the silence threshold over the whole song
 TOO_SHORT = "too_short"  # fewer samples than one chunk
-UNREADABLE = "unreadable"  # the file could not be read (I/O error)
+UNREADABLE = "unreadable"  # the file could not be read (I/O error, permission denied)
+NON_FINITE = "non_finite"  # decoded audio holds NaN or infinity
+NOT_A_FILE = "not_a_file"  # a dangling or looping link, a pipe, socket, device or folder
+ENCRYPTED = "encrypted_member"  # an archive member that needs a password
+UNSUPPORTED_COMPRESSION = "unsupported_compression"  # a member's method zipfile lacks
+NESTED_ARCHIVE = "nested_archive"  # an archive inside an archive (not opened)
+CORRUPT_MEMBER = "corrupt_member"  # a member whose data fails its CRC or inflation
+BAD_NAME = "bad_name"  # a song id or genre holding control characters (newlines, tabs...)
 TOO_LARGE = fetch.TOO_LARGE  # over --max_song_bytes (a file, a member or a download)
 NO_METADATA = "no_metadata"  # --split_from=fma, and the metadata has no split for it
 INTERNAL_ERROR = "internal_error"  # a bug: the traceback's last line is in the detail
+# Every reason a song can get, for checks that each one is known.
+REASONS = (UNDECODABLE, NO_AUDIO, SILENT, TOO_SHORT, UNREADABLE, NON_FINITE, NOT_A_FILE,
+           ENCRYPTED, UNSUPPORTED_COMPRESSION, NESTED_ARCHIVE, CORRUPT_MEMBER, BAD_NAME,
+           TOO_LARGE, NO_METADATA, INTERNAL_ERROR, fetch.REJECTED_URL, fetch.HTTP_ERROR,
+           fetch.TIMEOUT, fetch.CONNECTION, fetch.CHECKSUM)
 
 
 class SongFailure(Exception):
@@ -139,6 +151,8 @@ def song_chunks(source: str | BinaryIO, name: str, spec: DatasetSpec, stats: Son
         while True:
             try:
                 block = next(blocks, None)
+            except audio.NonFiniteAudio as e:
+                raise SongFailure(NON_FINITE, str(e)) from e
             except audio.AudioDecodeError as e:
                 if stats.frames_in == 0:
                     raise SongFailure(UNDECODABLE, str(e)) from e
