@@ -32,9 +32,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines import output_folder
 from beam_pipelines.transforms import Preprocess, shard_filename
 from wavegen.data import audio
-from wavegen.data.dataset import DATASET_NAME, FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features
+from wavegen.data.dataset import FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features
 from wavegen.ingest import fetch
 from wavegen.ingest import fma_metadata as fma
 from wavegen.ingest import song_chunks
@@ -177,25 +178,35 @@ def run(argv: list[str] | None = None) -> int:
     """Runs the pipeline; returns the process exit code."""
     args, beam_args = build_parser().parse_known_args(argv)
     try:
+        out = output_folder.check_output_dir(args.output_dir, args.overwrite)
         plan = make_plan(args)
     except (ValueError, OSError) as e:  # bad inputs, flags, metadata or audio settings
         log.error("%s", e)
         return 2
-    out = args.output_dir.rstrip("/")
-    if FileSystems.exists(os.path.join(out, INFO_FILE)) and not args.overwrite:
-        log.error("%s already holds a dataset; pass --overwrite to replace it", out)
-        return 2
     options = pipeline_options(beam_args)
-    # Left by a run that was killed (one run per output folder at a time).
-    for stale in _stale_staging(out):
+    try:
+        with output_folder.locked(out):
+            return _run_locked(plan, args, options, out)
+    except output_folder.OutputError as e:
+        log.error("%s", e)
+        return 2
+
+
+def _run_locked(plan: Plan, args, options, out: str) -> int:
+    """The run, holding the output folder's lock."""
+    recovered = output_folder.recover(out)
+    if recovered:
+        log.warning("%s", recovered)
+        output_folder.check_output_dir(out, args.overwrite)  # it may hold a dataset now
+    for stale in output_folder.stale_scratch(out):
         log.warning("removing %s, left by an interrupted run", stale)
-        _remove(stale)
-    staging = os.path.join(out, f".staging-{uuid.uuid4().hex[:12]}")
+        output_folder.remove_scratch(stale)
+    staging = os.path.join(out, f"{output_folder.STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
     FileSystems.mkdirs(staging)
     try:
         summary = _run_pipeline(plan, args, options, out, staging)
     finally:
-        _remove(staging)
+        output_folder.remove_scratch(staging)  # kept while a journal needs it
     return _report(summary, plan, args, out)
 
 
@@ -251,7 +262,8 @@ def _num_workers(options) -> int:
 
 
 def finalize(out, staging, spec, songs, args, seconds, report=None) -> dict:
-    """Moves shards into place and writes the metadata, dataset_info.json last.
+    """Puts the new dataset in place (journaled, see output_folder) with its metadata and
+    reports, or, when no song was written, only the reports beside what `out` holds.
 
     Checks first that every input song has its record: nothing is lost silently.
     """
@@ -268,41 +280,35 @@ def finalize(out, staging, spec, songs, args, seconds, report=None) -> dict:
     if report is not None:
         summary["metadata"] = report.to_summary()
     failed = [r for r in records if r["status"] == song_chunks.FAILED]
-    report_files = ("failed.jsonl", "summary.json")
+    report_files = output_folder.REPORT_FILES
     if not shards and FileSystems.exists(os.path.join(out, INFO_FILE)):
         # Nothing new to put in place: the dataset already there stays as it is, and
         # this run's report goes beside it.
-        report_files = ("failed.latest.jsonl", "summary.latest.json")
-    _write_text(os.path.join(out, report_files[0]),
+        report_files = output_folder.LATEST_REPORT_FILES
+    where = staging if shards else out
+    _write_text(os.path.join(where, report_files[0]),
                 "".join(json.dumps(r) + "\n" for r in sorted(failed, key=_by_id)))
-    _write_text(os.path.join(out, report_files[1]), json.dumps(summary, indent=2) + "\n")
+    _write_text(os.path.join(where, report_files[1]), json.dumps(summary, indent=2) + "\n")
     summary["report_files"] = list(report_files)
-    if not shards:
-        return summary
-    # Replace an old dataset: its dataset_info.json goes first, so a crash in between
-    # leaves a directory that does not look complete.
-    _remove(os.path.join(out, INFO_FILE))
-    for old in FileSystems.match([os.path.join(out, f"{DATASET_NAME}-*")])[0].metadata_list:
-        _remove(old.path)
+    if shards:
+        _put_in_place(out, staging, spec, shards, args, report_files)
+    return summary
+
+
+def _put_in_place(out, staging, spec, shards, args, report_files) -> None:
+    """Completes the new dataset in `staging` and replaces the one in `out` with it."""
+    _remove(os.path.join(staging, "spill"))  # scratch, before the dataset moves in
     # A shard that no example hashed to still gets its (empty) file: TFDS expects them all.
     for split, shard, num_shards in _missing_shards(shards):
         name = shard_filename(split, shard, num_shards)
         tfrecord.write_records(os.path.join(staging, name), [])
         shards.append({"split": split, "shard": shard, "num_shards": num_shards,
                        "file": name, "examples": 0, "bytes": 0})
-    FileSystems.rename([os.path.join(staging, s["file"]) for s in shards],
-                       [os.path.join(out, s["file"]) for s in shards])
-    _write_metadata(out, spec, shards, args)
-    return summary
-
-
-def _stale_staging(out: str) -> list[str]:
-    """Staging folders in `out` (their files, for filesystems without folders)."""
-    files = FileSystems.match([os.path.join(out, ".staging-*", "**")])[0].metadata_list
-    prefix = out.rstrip("/") + "/"
-    dirs = {prefix + f.path[len(prefix):].split("/", 1)[0] for f in files
-            if f.path.startswith(prefix)}
-    return sorted(d if "://" not in d else d + "/" for d in dirs)
+    _write_metadata(staging, spec, shards, args)
+    new_files = [s["file"] for s in shards] + list(report_files) + [
+        n for n in output_folder.METADATA_FILES
+        if FileSystems.exists(os.path.join(staging, n))]
+    output_folder.replace_dataset(out, staging, new_files)
 
 
 def _missing_shards(shards):
@@ -321,8 +327,8 @@ def _write_metadata(out, spec, shards, args):
         split_infos.append(tfds.core.SplitInfo(
             name=split, shard_lengths=[s["examples"] for s in mine],
             num_bytes=sum(s["bytes"] for s in mine)))
-    # tfds writes features.json, metadata.json and the labels first, dataset_info.json
-    # last, once the shards are in place.
+    # Into the staging folder, beside the new shards: the dataset is complete there
+    # before output_folder.replace_dataset moves it in.
     tfds.folder_dataset.write_metadata(
         data_dir=out, features=features(spec), split_infos=split_infos,
         filename_template=FILENAME_TEMPLATE, check_data=False,
