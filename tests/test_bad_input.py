@@ -251,3 +251,30 @@ def test_unparseable_url_lines_are_dead_lettered_as_rejected(tmp_path):
     assert "not a sha256" in bad[f"{urls}:2"].reject
     assert "3 fields" in bad[f"{urls}:3"].reject
     assert "not UTF-8" in bad[f"{urls}:4"].reject
+
+
+# --------------------------------------------------------------------------------------
+# 6. Every flag checked before any work
+
+
+@pytest.mark.parametrize("flag", [
+    "--sample_rate=0", "--sample_rate=-16000", "--sample_rate=10000000", "--bits=0",
+    "--bits=17", "--chunk_seconds=nan", "--chunk_seconds=inf", "--chunk_seconds=0",
+    "--chunk_seconds=-1", "--chunk_seconds=1e9", "--context_samples=-1",
+    "--silence_db=nan", "--silence_db=-inf", "--silence_db=3", "--num_shards=-1",
+    "--num_shards=100000", "--max_song_bytes=0", "--fetch_timeout=nan",
+    "--fetch_timeout=0", "--fetch_deadline=inf", "--fetch_deadline=-1",
+    "--fetch_attempts=0", "--fetch_backoff=-1", "--fetch_backoff=nan",
+])
+def test_each_bad_flag_is_one_line_naming_it_before_any_input_is_read(tmp_path, caplog,
+                                                                     flag):
+    from helpers import run_pipeline
+
+    name = flag.split("=")[0]
+    with caplog.at_level("ERROR"):
+        code = run_pipeline(f"--input={tmp_path}/does-not-exist", f"--output_dir={tmp_path}/o",
+                            flag)
+    assert code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith(name + " "), errors
+    assert "\n" not in errors[0] and not (tmp_path / "o").exists()
