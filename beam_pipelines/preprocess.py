@@ -50,7 +50,7 @@ log = logging.getLogger("wavegen.pipeline")
 # Flags that set a library config field: flag -> field. Their defaults are read from the
 # dataclasses, their values checked there (once), and a bad value is reported by its flag.
 CHUNKING_FLAGS = {f: f for f in ("sample_rate", "quantization", "bits", "chunk_seconds",
-                                 "context_samples", "silence_db")}
+                                 "context_samples", "silence_db", "trim_silence")}
 FETCH_FLAGS = {"max_song_bytes": "max_bytes", "fetch_timeout": "timeout_s",
                "fetch_deadline": "deadline_s", "fetch_attempts": "max_attempts",
                "fetch_backoff": "backoff_s"}
@@ -101,9 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "shard)")
     p.add_argument("--silence_db", type=float, default=C.silence_db,
                    help="a song whose peak stays below this level (dBFS) is rejected")
+    p.add_argument("--trim_silence", type=_flag_bool, default=C.trim_silence,
+                   metavar="true|false",
+                   help="drop each song's leading and trailing samples below --silence_db "
+                        "before chunking (counted in summary.json)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset already in --output_dir")
     return p
+
+
+def _flag_bool(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False,
+             "no": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
 
 
 def _config(cls, flags: dict[str, str], args):
@@ -345,6 +357,7 @@ def format_summary(summary: dict, out: str) -> str:
         f"failed {summary['songs_failed']}"
         + (f" (truncated but kept: {summary['songs_truncated']})"
            if summary["songs_truncated"] else ""),
+        f"  leading and trailing silence trimmed: {summary['silence_trimmed_seconds']:.1f} s",
         f"  {summary['seconds_elapsed']} s, {summary['songs_per_s']} songs/s",
     ]
     for split, s in summary["splits"].items():

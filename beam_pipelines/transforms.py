@@ -140,8 +140,9 @@ class ProcessSongs(beam.DoFn):
         """The song's chunks; trouble reading it becomes SongFailure(UNREADABLE)."""
         try:
             with sources.open_song(song, self._archives, self.fetch_cfg) as source:
-                yield from song_chunks.song_chunks(source, song.where, self.spec, stats,
-                                                   self.chunking.silence_db)
+                yield from song_chunks.song_chunks(
+                    source, song.where, self.spec, stats, self.chunking.silence_db,
+                    trim_silence=self.chunking.trim_silence)
         except (OSError, zipfile.BadZipFile) as e:
             raise song_chunks.SongFailure(song_chunks.UNREADABLE, f"{song.where}: {e}") from e
 

@@ -228,6 +228,76 @@ class Chunker:
         self._held = len(rest)
 
 
+class SilenceTrimmer:
+    """Streaming trim of a song's leading and trailing silence (|x| <= threshold).
+
+    push() yields the audio to keep as it becomes certain: samples before the first
+    audible one are dropped (counted in `leading`); a silent stretch after an audible
+    sample is held back until more audio shows it is not the end, then released; what is
+    still held at finish() is the trailing silence (counted in `trailing`). Held samples
+    stay in memory up to `spool_bytes`, then spill to a temporary file, so a long silent
+    gap costs no memory. A negative threshold keeps everything.
+    """
+
+    def __init__(self, threshold: float, spool_bytes: int = 8 << 20):
+        self.threshold = threshold
+        self.spool_bytes = spool_bytes
+        self.leading = self.trailing = 0
+        self._started = threshold < 0
+        self._held = None  # a SpooledTemporaryFile of float32 samples
+        self._held_n = 0
+
+    def push(self, x: np.ndarray) -> Iterator[np.ndarray]:
+        loud = np.flatnonzero(np.abs(x) > self.threshold)
+        if not self._started:
+            if len(loud) == 0:
+                self.leading += len(x)
+                return
+            self.leading += int(loud[0])
+            x, loud, self._started = x[loud[0]:], loud - loud[0], True
+        if len(loud) == 0:
+            self._hold(x)
+            return
+        yield from self._release()
+        end = int(loud[-1]) + 1
+        yield x[:end]
+        if end < len(x):
+            self._hold(x[end:])
+
+    def finish(self) -> None:
+        """The song ended: what is held is trailing silence."""
+        self.trailing = self._held_n
+        self.close()
+
+    def _hold(self, x: np.ndarray) -> None:
+        if self._held is None:
+            import tempfile
+
+            self._held = tempfile.SpooledTemporaryFile(max_size=self.spool_bytes,
+                                                       prefix="wavegen-silence-")
+        self._held.write(np.ascontiguousarray(x, np.float32).tobytes())
+        self._held_n += len(x)
+
+    def _release(self, block: int = DEFAULT_BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        if self._held is None:
+            return
+        self._held.seek(0)
+        while data := self._held.read(block * 4):
+            yield np.frombuffer(data, np.float32)
+        self.close()
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
+        self._held, self._held_n = None, 0
+
+    def __enter__(self) -> "SilenceTrimmer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 # --------------------------------------------------------------------------------------
 # Whole songs
 
