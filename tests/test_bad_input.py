@@ -33,9 +33,15 @@ def cli(*args, timeout=240):
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def failed_records(out) -> dict:
+def dead_letters(tmp_path, *args) -> tuple[dict, dict, str]:
+    """Runs the pipeline into tmp_path/ds, which must succeed without a traceback; returns
+    its failed.jsonl records by song id, its summary and the dataset folder."""
+    out = tmp_path / "ds"
+    res = cli(f"--output_dir={out}", *SMALL, *args)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
     lines = (out / "failed.jsonl").read_text(encoding="utf-8").splitlines()
-    return {json.loads(line)["song_id"]: json.loads(line) for line in lines}
+    summary = json.loads((out / "summary.json").read_text())
+    return {json.loads(line)["song_id"]: json.loads(line) for line in lines}, summary, out
 
 
 # --------------------------------------------------------------------------------------
@@ -115,13 +121,10 @@ def test_a_file_that_became_a_pipe_after_listing_is_not_opened(tmp_path):
 
 @pytest.mark.slow
 def test_odd_entries_are_dead_lettered_and_never_block_the_run(odd_folder, tmp_path):
-    out = tmp_path / "ds"
-    res = cli(f"--input={odd_folder}", f"--output_dir={out}", *SMALL)
-    assert res.returncode == 0, res.stderr[-3000:]
-    failed = failed_records(out)
+    failed, summary, _ = dead_letters(tmp_path, f"--input={odd_folder}")
     assert set(failed) == set(EXPECTED_ODD)
     assert all(r["reason"] == sc.NOT_A_FILE for r in failed.values())
-    assert json.loads((out / "summary.json").read_text())["songs_written"] == 1
+    assert summary["songs_written"] == 1
 
 
 # --------------------------------------------------------------------------------------
@@ -187,14 +190,10 @@ def test_a_member_failing_its_crc_is_corrupt_however_it_is_read(odd_archive, in_
 
 @pytest.mark.slow
 def test_odd_members_are_dead_lettered_not_internal_errors(odd_archive, tmp_path):
-    out = tmp_path / "ds"
-    res = cli(f"--input={odd_archive}", f"--output_dir={out}", *SMALL)
-    assert res.returncode == 0, res.stderr[-3000:]
-    failed = failed_records(out)
+    failed, _, _ = dead_letters(tmp_path, f"--input={odd_archive}")
     assert {sid: r["reason"] for sid, r in failed.items()} == {
         "locked.mp3": sc.ENCRYPTED, "deflate64.mp3": sc.UNSUPPORTED_COMPRESSION,
         "badcrc.mp3": sc.CORRUPT_MEMBER, "inner.zip": sc.NESTED_ARCHIVE}
-    assert "Traceback" not in res.stderr
 
 
 # --------------------------------------------------------------------------------------
@@ -214,10 +213,7 @@ def test_names_are_carried_intact_or_rejected_with_a_clear_line(tmp_path):
     write_audio(root / "bad\ngenre" / "a.wav", tone(1.0, 16000), 16000)
     write_audio(root / "rock" / "tab\there.wav", tone(1.0, 16000), 16000)
     write_audio(root / "top.wav", tone(1.0, 16000, freq=900), 16000)  # no genre: top level
-    out = tmp_path / "ds"
-    res = cli(f"--input={root}", f"--output_dir={out}", "--genre_from=folder", *SMALL)
-    assert res.returncode == 0, res.stderr[-3000:]
-    failed = failed_records(out)
+    failed, _, out = dead_letters(tmp_path, f"--input={root}", "--genre_from=folder")
     assert set(failed) == {"bad\ngenre/a.wav", "rock/tab\there.wav"}
     for r in failed.values():
         assert r["reason"] == sc.BAD_NAME and "control characters" in r["detail"]

@@ -58,29 +58,25 @@ def _mutate(rng, data: bytes) -> bytes:
 def _url_lines(rng, base: str, closed: str) -> list[bytes]:
     """Random URL-list lines: good, missing, refused, malformed, junk, not UTF-8."""
     junk = "abcdefXYZ0123456789:/.?=&%$<>!'\"~é中\x01"
+    kinds = {
+        "ok": lambda i: f"{base}/ok.wav?{i}",
+        "missing": lambda i: f"{base}/missing{i}.mp3",
+        "refused": lambda i: f"{closed}/r{i}.mp3",
+        "scheme": lambda i: f"{rng.choice(['ftp', 'file', 'gopher', 'data'])}://x/{i}.mp3",
+        "fields": lambda i: f"{base}/a{i}.mp3 {'f' * 64} extra",
+        "badsha": lambda i: f"{base}/b{i}.mp3 "
+                            + "".join(rng.choice("0123456789xyz") for _ in range(64)),
+        "junk": lambda i: f"{i}" + "".join(rng.choice(junk)
+                                           for _ in range(rng.randint(1, 30))),
+    }
     lines = []
     for i in range(rng.randint(6, 10)):
-        kind = rng.choice(["ok", "missing", "refused", "scheme", "fields", "badsha",
-                           "junk", "bytes"])
-        if kind == "ok":
-            line = f"{base}/ok.wav?{i}"
-        elif kind == "missing":
-            line = f"{base}/missing{i}.mp3"
-        elif kind == "refused":
-            line = f"{closed}/r{i}.mp3"
-        elif kind == "scheme":
-            line = f"{rng.choice(['ftp', 'file', 'gopher', 'data'])}://x/{i}.mp3"
-        elif kind == "fields":
-            line = f"{base}/a{i}.mp3 {'f' * 64} extra"
-        elif kind == "badsha":
-            line = f"{base}/b{i}.mp3 {''.join(rng.choice('0123456789xyz') for _ in range(64))}"
-        elif kind == "junk":
-            line = f"{i}" + "".join(rng.choice(junk) for _ in range(rng.randint(1, 30)))
-        else:
+        kind = rng.choice(sorted(kinds) + ["bytes"])
+        if kind == "bytes":  # not UTF-8
             lines.append(f"http://h/{i}".encode() + bytes(rng.randrange(128, 256)
                                                           for _ in range(5)))
-            continue
-        lines.append(line.encode("utf-8"))
+        else:
+            lines.append(kinds[kind](i).encode("utf-8"))
     return lines
 
 
