@@ -32,9 +32,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines import output_folder
 from beam_pipelines.transforms import Preprocess, shard_filename
 from wavegen.data import audio
-from wavegen.data.dataset import DATASET_NAME, FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features
+from wavegen.data.dataset import FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features
 from wavegen.ingest import fetch
 from wavegen.ingest import fma_metadata as fma
 from wavegen.ingest import song_chunks
@@ -49,7 +50,7 @@ log = logging.getLogger("wavegen.pipeline")
 # Flags that set a library config field: flag -> field. Their defaults are read from the
 # dataclasses, their values checked there (once), and a bad value is reported by its flag.
 CHUNKING_FLAGS = {f: f for f in ("sample_rate", "quantization", "bits", "chunk_seconds",
-                                 "context_samples", "silence_db")}
+                                 "context_samples", "silence_db", "trim_silence")}
 FETCH_FLAGS = {"max_song_bytes": "max_bytes", "fetch_timeout": "timeout_s",
                "fetch_deadline": "deadline_s", "fetch_attempts": "max_attempts",
                "fetch_backoff": "backoff_s"}
@@ -100,9 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "shard)")
     p.add_argument("--silence_db", type=float, default=C.silence_db,
                    help="a song whose peak stays below this level (dBFS) is rejected")
+    p.add_argument("--trim_silence", type=_flag_bool, default=C.trim_silence,
+                   metavar="true|false",
+                   help="drop each song's leading and trailing samples below --silence_db "
+                        "before chunking (counted in summary.json)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset already in --output_dir")
     return p
+
+
+def _flag_bool(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False,
+             "no": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
 
 
 def _config(cls, flags: dict[str, str], args):
@@ -170,32 +183,42 @@ def make_plan(args) -> Plan:
         meta = fma.load_metadata(args.metadata)
         songs, report = sources.apply_metadata(songs, meta, args.genre_from, args.split_from)
     return Plan(songs, splits, chunking, fetch_cfg,
-                chunking.spec([s.genre for s in songs]), report)
+                chunking.spec([s.genre for s in songs if not s.reject]), report)
 
 
 def run(argv: list[str] | None = None) -> int:
     """Runs the pipeline; returns the process exit code."""
     args, beam_args = build_parser().parse_known_args(argv)
     try:
+        out = output_folder.check_output_dir(args.output_dir, args.overwrite)
         plan = make_plan(args)
     except (ValueError, OSError) as e:  # bad inputs, flags, metadata or audio settings
         log.error("%s", e)
         return 2
-    out = args.output_dir.rstrip("/")
-    if FileSystems.exists(os.path.join(out, INFO_FILE)) and not args.overwrite:
-        log.error("%s already holds a dataset; pass --overwrite to replace it", out)
-        return 2
     options = pipeline_options(beam_args)
-    # Left by a run that was killed (one run per output folder at a time).
-    for stale in _stale_staging(out):
+    try:
+        with output_folder.locked(out):
+            return _run_locked(plan, args, options, out)
+    except output_folder.OutputError as e:
+        log.error("%s", e)
+        return 2
+
+
+def _run_locked(plan: Plan, args, options, out: str) -> int:
+    """The run, holding the output folder's lock."""
+    recovered = output_folder.recover(out)
+    if recovered:
+        log.warning("%s", recovered)
+        output_folder.check_output_dir(out, args.overwrite)  # it may hold a dataset now
+    for stale in output_folder.stale_scratch(out):
         log.warning("removing %s, left by an interrupted run", stale)
-        _remove(stale)
-    staging = os.path.join(out, f".staging-{uuid.uuid4().hex[:12]}")
+        output_folder.remove_scratch(stale)
+    staging = os.path.join(out, f"{output_folder.STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
     FileSystems.mkdirs(staging)
     try:
         summary = _run_pipeline(plan, args, options, out, staging)
     finally:
-        _remove(staging)
+        output_folder.remove_scratch(staging)  # kept while a journal needs it
     return _report(summary, plan, args, out)
 
 
@@ -251,7 +274,8 @@ def _num_workers(options) -> int:
 
 
 def finalize(out, staging, spec, songs, args, seconds, report=None) -> dict:
-    """Moves shards into place and writes the metadata, dataset_info.json last.
+    """Puts the new dataset in place (journaled, see output_folder) with its metadata and
+    reports, or, when no song was written, only the reports beside what `out` holds.
 
     Checks first that every input song has its record: nothing is lost silently.
     """
@@ -268,41 +292,35 @@ def finalize(out, staging, spec, songs, args, seconds, report=None) -> dict:
     if report is not None:
         summary["metadata"] = report.to_summary()
     failed = [r for r in records if r["status"] == song_chunks.FAILED]
-    report_files = ("failed.jsonl", "summary.json")
+    report_files = output_folder.REPORT_FILES
     if not shards and FileSystems.exists(os.path.join(out, INFO_FILE)):
         # Nothing new to put in place: the dataset already there stays as it is, and
         # this run's report goes beside it.
-        report_files = ("failed.latest.jsonl", "summary.latest.json")
-    _write_text(os.path.join(out, report_files[0]),
+        report_files = output_folder.LATEST_REPORT_FILES
+    where = staging if shards else out
+    _write_text(os.path.join(where, report_files[0]),
                 "".join(json.dumps(r) + "\n" for r in sorted(failed, key=_by_id)))
-    _write_text(os.path.join(out, report_files[1]), json.dumps(summary, indent=2) + "\n")
+    _write_text(os.path.join(where, report_files[1]), json.dumps(summary, indent=2) + "\n")
     summary["report_files"] = list(report_files)
-    if not shards:
-        return summary
-    # Replace an old dataset: its dataset_info.json goes first, so a crash in between
-    # leaves a directory that does not look complete.
-    _remove(os.path.join(out, INFO_FILE))
-    for old in FileSystems.match([os.path.join(out, f"{DATASET_NAME}-*")])[0].metadata_list:
-        _remove(old.path)
+    if shards:
+        _put_in_place(out, staging, spec, shards, args, report_files)
+    return summary
+
+
+def _put_in_place(out, staging, spec, shards, args, report_files) -> None:
+    """Completes the new dataset in `staging` and replaces the one in `out` with it."""
+    _remove(os.path.join(staging, "spill"))  # scratch, before the dataset moves in
     # A shard that no example hashed to still gets its (empty) file: TFDS expects them all.
     for split, shard, num_shards in _missing_shards(shards):
         name = shard_filename(split, shard, num_shards)
         tfrecord.write_records(os.path.join(staging, name), [])
         shards.append({"split": split, "shard": shard, "num_shards": num_shards,
                        "file": name, "examples": 0, "bytes": 0})
-    FileSystems.rename([os.path.join(staging, s["file"]) for s in shards],
-                       [os.path.join(out, s["file"]) for s in shards])
-    _write_metadata(out, spec, shards, args)
-    return summary
-
-
-def _stale_staging(out: str) -> list[str]:
-    """Staging folders in `out` (their files, for filesystems without folders)."""
-    files = FileSystems.match([os.path.join(out, ".staging-*", "**")])[0].metadata_list
-    prefix = out.rstrip("/") + "/"
-    dirs = {prefix + f.path[len(prefix):].split("/", 1)[0] for f in files
-            if f.path.startswith(prefix)}
-    return sorted(d if "://" not in d else d + "/" for d in dirs)
+    _write_metadata(staging, spec, shards, args)
+    new_files = [s["file"] for s in shards] + list(report_files) + [
+        n for n in output_folder.METADATA_FILES
+        if FileSystems.exists(os.path.join(staging, n))]
+    output_folder.replace_dataset(out, staging, new_files)
 
 
 def _missing_shards(shards):
@@ -321,8 +339,8 @@ def _write_metadata(out, spec, shards, args):
         split_infos.append(tfds.core.SplitInfo(
             name=split, shard_lengths=[s["examples"] for s in mine],
             num_bytes=sum(s["bytes"] for s in mine)))
-    # tfds writes features.json, metadata.json and the labels first, dataset_info.json
-    # last, once the shards are in place.
+    # Into the staging folder, beside the new shards: the dataset is complete there
+    # before output_folder.replace_dataset moves it in.
     tfds.folder_dataset.write_metadata(
         data_dir=out, features=features(spec), split_infos=split_infos,
         filename_template=FILENAME_TEMPLATE, check_data=False,
@@ -339,6 +357,7 @@ def format_summary(summary: dict, out: str) -> str:
         f"failed {summary['songs_failed']}"
         + (f" (truncated but kept: {summary['songs_truncated']})"
            if summary["songs_truncated"] else ""),
+        f"  leading and trailing silence trimmed: {summary['silence_trimmed_seconds']:.1f} s",
         f"  {summary['seconds_elapsed']} s, {summary['songs_per_s']} songs/s",
     ]
     for split, s in summary["splits"].items():

@@ -11,6 +11,7 @@ song that gives no chunks to the `songs` output with its reason (the dead letter
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import logging
@@ -139,8 +140,9 @@ class ProcessSongs(beam.DoFn):
         """The song's chunks; trouble reading it becomes SongFailure(UNREADABLE)."""
         try:
             with sources.open_song(song, self._archives, self.fetch_cfg) as source:
-                yield from song_chunks.song_chunks(source, song.where, self.spec, stats,
-                                                   self.chunking.silence_db)
+                yield from song_chunks.song_chunks(
+                    source, song.where, self.spec, stats, self.chunking.silence_db,
+                    trim_silence=self.chunking.trim_silence)
         except (OSError, zipfile.BadZipFile) as e:
             raise song_chunks.SongFailure(song_chunks.UNREADABLE, f"{song.where}: {e}") from e
 
@@ -166,11 +168,40 @@ class ProcessSongs(beam.DoFn):
               flush=True)
 
 
+class _SpillReader:
+    """Reads examples back from spill files, keeping a few recently used files open."""
+
+    def __init__(self, max_open: int = 16):
+        self.max_open = max_open
+        self._open: collections.OrderedDict[str, object] = collections.OrderedDict()
+
+    def read(self, ref) -> bytes:
+        from apache_beam.io.filesystems import FileSystems
+
+        path, offset, length = ref
+        f = self._open.pop(path, None) or FileSystems.open(path,
+                                                           compression_type="uncompressed")
+        self._open[path] = f
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)[1].close()
+        f.seek(offset)
+        data = f.read(length)
+        if len(data) != length:
+            raise IOError(f"{path}: short read at {offset} ({len(data)} of {length} bytes)")
+        return data
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()
+
+
 class _WriteShard(beam.DoFn):
     """((split, shard), [(key, (file, offset, length))]) -> one TFRecord file, by key.
 
-    Reads each spill file once, in offset order; holds one shard in memory (bounded by
-    the shard size, not by any song's length).
+    Streams: each example is read from its spill file and written at once, in key order,
+    so memory holds one example and the shard's small references, never the shard
+    (`--num_shards=1` on a large split stays within the same bound).
     """
 
     def __init__(self, out_dir: str):
@@ -179,26 +210,14 @@ class _WriteShard(beam.DoFn):
         self.bytes = Metrics.counter(self.__class__, "bytes_written")
 
     def process(self, element, num_shards):
-        from apache_beam.io.filesystems import FileSystems
-
         (split, shard), refs = element
-        by_file: dict[str, list] = {}
-        for key, (path, offset, length) in refs:
-            by_file.setdefault(path, []).append((offset, length, key))
-        records = []
-        for path, items in sorted(by_file.items()):
-            with FileSystems.open(path, compression_type="uncompressed") as f:
-                for offset, length, key in sorted(items):
-                    f.seek(offset)
-                    data = f.read(length)
-                    if len(data) != length:
-                        raise IOError(f"{path}: short read at {offset} ({len(data)} of "
-                                      f"{length} bytes)")
-                    records.append((key, data))
-        records.sort(key=lambda kv: kv[0])
         name = shard_filename(split, shard, num_shards[split])
-        n, size = tfrecord.write_records(os.path.join(self.out_dir, name),
-                                         (data for _, data in records))
+        reader = _SpillReader()
+        try:
+            n, size = tfrecord.write_records(os.path.join(self.out_dir, name),
+                                             (reader.read(ref) for _, ref in sorted(refs)))
+        finally:
+            reader.close()
         self.shards.inc()
         self.bytes.inc(size)
         yield json.dumps({"split": split, "shard": shard, "num_shards": num_shards[split],

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import pickle
+import re
 import socket
 import time
 
@@ -391,8 +392,10 @@ def test_url_list_malformed_lines_are_named(line, problem):
     h = sha(b"x")
     line = line.format(h=h, short=h[:63], nonhex="g" + h[1:])
     text = "# list\nhttp://a.example/ok.mp3\n" + line + "\n"
-    with pytest.raises(ValueError, match=r"songs\.urls:3: .*" + problem):
-        F.parse_url_list(text, "songs.urls")
+    ok, bad = F.parse_url_list(text, "songs.urls")
+    assert ok == F.UrlEntry("http://a.example/ok.mp3", None, 2)
+    assert (bad.line, bad.sha256) == (3, None)
+    assert re.match(r"songs\.urls:3: .*" + problem, bad.problem) and "\n" not in bad.problem
 
 
 def test_url_list_duplicates_keep_the_first():

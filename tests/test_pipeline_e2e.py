@@ -248,3 +248,24 @@ def test_flink_and_spark_runner_options_run_on_the_embedded_job_service(corpus, 
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["songs_written"] == 2 and summary["songs_failed"] == 2
+
+
+def test_leading_and_trailing_silence_is_trimmed_and_counted_unless_asked(tmp_path):
+    from helpers import run_pipeline
+
+    folder = tmp_path / "songs"
+    silence = np.zeros((16000, 1), np.float32)
+    write_audio(folder / "padded.wav",
+                np.concatenate([silence, tone(2.0, 16000), silence, silence]), 16000)
+    chunks = {}
+    for trim in ("true", "false"):
+        out = tmp_path / f"ds-{trim}"
+        assert run_pipeline(f"--input={folder}", f"--output_dir={out}", "--split=train:1",
+                            "--chunk_seconds=0.25", "--context_samples=1000",
+                            f"--trim_silence={trim}") == 0
+        summary = json.loads((out / "summary.json").read_text())
+        chunks[trim] = summary["splits"]["train"]["chunks"]
+        trimmed = summary["silence_trimmed_seconds"]
+        assert (abs(trimmed - 3.0) < 0.01) if trim == "true" else trimmed == 0.0
+    assert chunks["true"] == num_chunks(32000, 5000, 1000)
+    assert chunks["false"] == num_chunks(80000, 5000, 1000)

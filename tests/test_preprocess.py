@@ -49,8 +49,44 @@ def test_silent_song_fails_at_its_end(tmp_path):
 def test_song_silent_at_first_keeps_its_held_back_chunks(tmp_path):
     x = np.concatenate([np.zeros((40000, 1), np.float32), tone(1.0, 16000)])
     path = write_audio(tmp_path / "late.wav", x, 16000)
-    chunks, stats = chunks_of(path)
+    chunks, stats = chunks_of(path, trim_silence=False)
     assert len(chunks) == num_chunks(56000, 4000, 1000) == stats.chunks
+    assert stats.trimmed == 0
+
+
+@pytest.mark.parametrize("lead,tail", [(40000, 0), (0, 30000), (25000, 37000)])
+def test_leading_and_trailing_silence_is_trimmed_before_chunking(tmp_path, lead, tail):
+    """Digital silence at either end is dropped (and counted); the audible middle, with a
+    silent gap inside it, is chunked exactly as if the song were only that."""
+    rng = np.random.default_rng(lead + tail)
+    music = tone(1.5, 16000, seed=lead)[:, 0]
+    gap = np.zeros(9000, np.float32)  # inside the song: kept
+    middle = np.concatenate([music, gap, music[::-1]])
+    quiet = 10 ** (-70 / 20)  # below --silence_db=-60: silence, though not all zeros
+    x = np.concatenate([rng.uniform(-quiet, quiet, lead), middle,
+                        rng.uniform(-quiet, quiet, tail)]).astype(np.float32)
+    path = str(tmp_path / "padded.wav")
+    sf.write(path, x, 16000, subtype="FLOAT")
+    chunks, stats = chunks_of(path)
+    first, last = np.flatnonzero(np.abs(x) > 10 ** (-60 / 20))[[0, -1]]
+    want = chunk_array(audio.quantize(x[first:last + 1], "mulaw", 8), 4000, 1000)
+    assert stats.trimmed == first + len(x) - 1 - last >= lead + tail - 2
+    assert len(chunks) == len(want) == stats.chunks > 0
+    np.testing.assert_array_equal(np.stack(chunks), want)
+
+
+def test_trimming_holds_a_long_silence_on_disk_not_in_memory():
+    """A silent stretch of unknown end is held back; past spool_bytes it spills to disk."""
+    loud = np.full(1000, 0.5, np.float32)
+    trimmer = audio.SilenceTrimmer(0.01, spool_bytes=40_000)
+    silence = np.zeros(100_000, np.float32)  # 400 kB held
+    kept = list(trimmer.push(np.concatenate([silence[:500], loud, silence])))
+    assert trimmer._held._rolled  # on disk
+    kept += list(trimmer.push(loud))  # not the end after all: the silence comes back
+    kept += list(trimmer.push(silence[:777]))
+    trimmer.finish()
+    np.testing.assert_array_equal(np.concatenate(kept), np.concatenate([loud, silence, loud]))
+    assert (trimmer.leading, trimmer.trailing) == (500, 777)
 
 
 def test_too_short_song_fails(tmp_path):
@@ -112,8 +148,8 @@ def test_truncated_long_file_keeps_its_usable_audio(tmp_path):
     assert 2 <= len(chunks) <= num_chunks(48000, 4000, 1000) + 1
 
 
-@pytest.mark.parametrize("silent_minutes", [0, 3])
-def test_decoding_streams_a_long_file_in_bounded_memory(tmp_path, silent_minutes):
+@pytest.mark.parametrize("silent_minutes,trim", [(0, True), (3, False), (3, True)])
+def test_decoding_streams_a_long_file_in_bounded_memory(tmp_path, silent_minutes, trim):
     # 4 minutes of 44.1 kHz stereo (85 MB as float32 PCM), with or without 3 minutes of
     # silence first: the stream holds about a block, whatever the song or its intro.
     sr, seconds = 44100, 240
@@ -125,12 +161,33 @@ def test_decoding_streams_a_long_file_in_bounded_memory(tmp_path, silent_minutes
     stats = preprocess.SongStats()
     tracemalloc.start()
     n = 0
-    for _ in preprocess.song_chunks(path, path, SPEC, stats):
+    for _ in preprocess.song_chunks(path, path, SPEC, stats, trim_silence=trim):
         n += 1
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert n == num_chunks(seconds * 16000, 4000, 1000)
+    kept = seconds * 16000 - stats.trimmed
+    assert n == num_chunks(kept, 4000, 1000)
+    assert abs(stats.trimmed - (silent_minutes * 60 * 16000 if trim else 0)) < 100
     assert peak < 8 << 20, f"peak traced memory {peak / 2**20:.1f} MiB"
+
+
+def test_a_long_silence_inside_and_after_a_song_costs_no_memory(tmp_path):
+    # 1 minute of music, 3 minutes of silence, 10 s of music, 2 minutes of silence: both
+    # silences are held back while it is unknown whether they end the song.
+    sr = 44100
+    path = str(tmp_path / "gaps.wav")
+    music, silence = tone(10.0, sr, channels=2), np.zeros((10 * sr, 2), np.float32)
+    with sf.SoundFile(path, "w", sr, 2, subtype="PCM_16") as f:
+        for block in [music] * 6 + [silence] * 18 + [music] + [silence] * 12:
+            f.write(block)
+    stats = preprocess.SongStats()
+    tracemalloc.start()
+    n = sum(1 for _ in preprocess.song_chunks(path, path, SPEC, stats))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert abs(stats.trimmed - 120 * 16000) < 100  # only the trailing 2 minutes
+    assert n == num_chunks(370 * 16000 - stats.trimmed, 4000, 1000)
+    assert peak < 16 << 20, f"peak traced memory {peak / 2**20:.1f} MiB"
 
 
 # --------------------------------------------------------------------------------------

@@ -92,8 +92,10 @@ def test_url_lists_keep_bad_schemes_for_the_dead_letters(tmp_path):
                                                     ("https://h/a.mp3", "url")]
 
 
-def test_malformed_url_list_line_is_named(tmp_path):
+def test_malformed_url_list_line_is_named_and_rejected(tmp_path):
     urls = tmp_path / "songs.urls"
     urls.write_text("https://h/a.mp3\nhttps://h/b.mp3 nothex\n")
-    with pytest.raises(sources.SourceError, match="songs.urls:2"):
-        sources.discover([str(urls)])
+    bad, ok = sources.discover([str(urls)])  # sorted by id
+    assert ok.song_id == "https://h/a.mp3" and not ok.reject
+    assert bad.song_id == f"{urls}:2"
+    assert bad.reject.startswith(f"rejected_url: {urls}:2: 'nothex' after the URL")

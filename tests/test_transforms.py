@@ -120,3 +120,39 @@ def test_preprocess_composite_writes_shards_and_records(songs, tmp_path):
                     equal_to(["written", "written", "failed", "failed"]), label="songs")
         assert_that(out["shards"] | beam.Map(lambda r: json.loads(r)["examples"]) |
                     beam.CombineGlobally(sum), equal_to([10 + 5]), label="shards")
+
+
+def test_a_shard_is_written_without_holding_it_in_memory(tmp_path):
+    """One shard of 24 MiB from many songs' spill files: the writer's memory stays at a few
+    examples, so --num_shards=1 on a large split needs no more memory than the default."""
+    import tracemalloc
+
+    from beam_pipelines.transforms import _WriteShard
+
+    example, per_song, songs = 256 << 10, 8, 12  # 96 examples of 256 KiB
+    rng = np.random.default_rng(0)
+    refs, want = [], {}
+    for s in range(songs):
+        path = tmp_path / f"song{s}.examples"
+        with open(path, "wb") as f:
+            for i in range(per_song):
+                data = rng.bytes(example)
+                key = preprocess.example_key(f"song{s}", i)
+                refs.append((key, (str(path), i * example, example)))
+                want[key] = data
+                f.write(data)
+    rng.shuffle(refs)
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = _WriteShard(str(out))
+    tracemalloc.start()
+    try:
+        record = json.loads(next(writer.process((("train", 0), refs), {"train": 1})))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert record["examples"] == songs * per_song
+    assert peak < 8 * example, f"peak {peak / 2**20:.1f} MiB for a 24 MiB shard"
+    with open(out / record["file"], "rb") as f:
+        got = list(read_records(f))
+    assert got == [want[k] for k in sorted(want)]  # every example once, in key order

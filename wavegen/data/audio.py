@@ -27,6 +27,11 @@ class AudioDecodeError(ValueError):
     """An input that is not decodable audio. The message names the input."""
 
 
+class NonFiniteAudio(ValueError):
+    """Decoded audio holding NaN or infinity (a float file's garbage, never music); unlike
+    a decode error part-way, nothing decoded before it is worth keeping."""
+
+
 def is_audio_path(path: str) -> bool:
     """Whether `path` has one of the supported audio extensions (any case)."""
     return os.path.splitext(path)[1].lower() in AUDIO_EXTENSIONS
@@ -55,8 +60,10 @@ def mono_blocks(handle: sf.SoundFile, name: str,
     """Yields float32 mono blocks (channels averaged) until the end of the stream.
 
     A decode error part-way through raises AudioDecodeError; callers decide whether the
-    audio decoded before it is worth keeping.
+    audio decoded before it is worth keeping. A block holding NaN or infinity raises
+    NonFiniteAudio, checked as decoded (before any resampling spreads it).
     """
+    done = 0
     while True:
         try:
             block = handle.read(block_frames, dtype="float32", always_2d=True)
@@ -65,7 +72,13 @@ def mono_blocks(handle: sf.SoundFile, name: str,
                                    f"({one_line(e)})") from e
         if block.shape[0] == 0:
             return
-        yield mixdown(block)
+        mono = mixdown(block)  # NaN or infinity in any channel stays non-finite here
+        finite = np.isfinite(mono)
+        if not finite.all():
+            raise NonFiniteAudio(f"{name}: NaN or infinite sample at frame "
+                                 f"{done + int(np.argmin(finite))}")
+        done += len(mono)
+        yield mono
         if block.shape[0] < block_frames:
             return
 
@@ -213,6 +226,76 @@ class Chunker:
         rest = buf[start:]
         self._parts = [rest.copy()] if len(rest) else []
         self._held = len(rest)
+
+
+class SilenceTrimmer:
+    """Streaming trim of a song's leading and trailing silence (|x| <= threshold).
+
+    push() yields the audio to keep as it becomes certain: samples before the first
+    audible one are dropped (counted in `leading`); a silent stretch after an audible
+    sample is held back until more audio shows it is not the end, then released; what is
+    still held at finish() is the trailing silence (counted in `trailing`). Held samples
+    stay in memory up to `spool_bytes`, then spill to a temporary file, so a long silent
+    gap costs no memory. A negative threshold keeps everything.
+    """
+
+    def __init__(self, threshold: float, spool_bytes: int = 8 << 20):
+        self.threshold = threshold
+        self.spool_bytes = spool_bytes
+        self.leading = self.trailing = 0
+        self._started = threshold < 0
+        self._held = None  # a SpooledTemporaryFile of float32 samples
+        self._held_n = 0
+
+    def push(self, x: np.ndarray) -> Iterator[np.ndarray]:
+        loud = np.flatnonzero(np.abs(x) > self.threshold)
+        if not self._started:
+            if len(loud) == 0:
+                self.leading += len(x)
+                return
+            self.leading += int(loud[0])
+            x, loud, self._started = x[loud[0]:], loud - loud[0], True
+        if len(loud) == 0:
+            self._hold(x)
+            return
+        yield from self._release()
+        end = int(loud[-1]) + 1
+        yield x[:end]
+        if end < len(x):
+            self._hold(x[end:])
+
+    def finish(self) -> None:
+        """The song ended: what is held is trailing silence."""
+        self.trailing = self._held_n
+        self.close()
+
+    def _hold(self, x: np.ndarray) -> None:
+        if self._held is None:
+            import tempfile
+
+            self._held = tempfile.SpooledTemporaryFile(max_size=self.spool_bytes,
+                                                       prefix="wavegen-silence-")
+        self._held.write(np.ascontiguousarray(x, np.float32).tobytes())
+        self._held_n += len(x)
+
+    def _release(self, block: int = DEFAULT_BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        if self._held is None:
+            return
+        self._held.seek(0)
+        while data := self._held.read(block * 4):
+            yield np.frombuffer(data, np.float32)
+        self.close()
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
+        self._held, self._held_n = None, 0
+
+    def __enter__(self) -> "SilenceTrimmer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------------------

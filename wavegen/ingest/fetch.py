@@ -87,11 +87,13 @@ class FetchConfig:
 
 @dataclasses.dataclass(frozen=True)
 class UrlEntry:
-    """One song of a URL list: its URL, its sha256 if the list gave one, and its line."""
+    """One song of a URL list: its URL, its sha256 if the list gave one, and its line;
+    `problem` says why a line that is not 'URL [SHA256]' cannot be fetched."""
 
     url: str
     sha256: str | None  # lowercase hex
     line: int  # 1-based line number in the list
+    problem: str = ""
 
 
 def _strip_comment(line: str) -> str:
@@ -103,18 +105,26 @@ def _strip_comment(line: str) -> str:
     return line[:m.start()] if m else line
 
 
-def _parse_line(raw: str, where: str) -> tuple[str, str | None] | None:
-    """One line -> (url, sha256 or None), None for a blank or comment line."""
+def _parse_line(raw: str, where: str) -> UrlEntry | None:
+    """One line -> its entry (with a problem if malformed), None for a blank or comment."""
     fields = _strip_comment(raw).split()
     if not fields:
         return None
-    if len(fields) > 2:
-        raise ValueError(f"{where}: expected 'URL [SHA256]', got {len(fields)} fields "
-                         f"({raw.strip()!r}); write spaces inside a URL as %20")
-    if len(fields) == 2 and not _SHA256.fullmatch(fields[1]):
-        raise ValueError(f"{where}: {fields[1]!r} after the URL is not a sha256 (64 hex "
-                         "characters); write spaces inside a URL as %20")
-    return fields[0], fields[1].lower() if len(fields) == 2 else None
+    line = int(where.rsplit(":", 1)[1])
+    problem = ""
+    if any(0xDC80 <= ord(c) <= 0xDCFF for c in raw):  # undecodable bytes (surrogateescape)
+        problem = "the line is not UTF-8 text"
+    elif len(fields) > 2:
+        problem = (f"expected 'URL [SHA256]', got {len(fields)} fields; write spaces inside a "
+                   "URL as %20")
+    elif len(fields) == 2 and not _SHA256.fullmatch(fields[1]):
+        problem = (f"{fields[1]!r} after the URL is not a sha256 (64 hex characters); write "
+                   "spaces inside a URL as %20")
+    if problem:
+        return UrlEntry(url=raw.strip(), sha256=None, line=line,
+                        problem=f"{where}: {problem} ({raw.strip()!r})")
+    return UrlEntry(url=fields[0], sha256=fields[1].lower() if len(fields) == 2 else None,
+                    line=line)
 
 
 def parse_url_list(text: str, source: str) -> list[UrlEntry]:
@@ -123,27 +133,28 @@ def parse_url_list(text: str, source: str) -> list[UrlEntry]:
     Blank lines and `#` comments (whole-line, or after whitespace at the end of a line) are
     ignored; the sha256 may be upper or lower case and is returned lowercase. URLs of any
     scheme are returned: `fetch` rejects those that are not http(s), so they are reported
-    with the other failures instead of vanishing here.
+    with the other failures instead of vanishing here. A malformed line (more than two
+    fields, a second field that is not 64 hex characters, bytes that are not UTF-8) is
+    returned with its `problem` naming `source:line`, for the caller to dead-letter.
 
     Duplicates: a URL listed again is dropped and the first listing (its line and
-    checksum) kept; two listings of one URL with different checksums are an error.
-
-    Raises ValueError naming `source:line` and the problem for a malformed line (more than
-    two fields, or a second field that is not 64 hex characters).
+    checksum) kept; two listings of one URL with different checksums are an error
+    (ValueError naming both lines).
     """
     entries: dict[str, UrlEntry] = {}
     for number, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
         where = f"{source}:{number}"
-        parsed = _parse_line(raw, where)
-        if parsed is None:
+        entry = _parse_line(raw, where)
+        if entry is None:
             continue
-        url, sha = parsed
-        first = entries.get(url)
+        key = where if entry.problem else entry.url
+        first = entries.get(key)
         if first is None:
-            entries[url] = UrlEntry(url=url, sha256=sha, line=number)
-        elif sha and first.sha256 and sha != first.sha256:
-            raise ValueError(f"{where}: {url} is listed again with sha256 {sha[:12]}..., "
-                             f"but line {first.line} gives {first.sha256[:12]}...")
+            entries[key] = entry
+        elif entry.sha256 and first.sha256 and entry.sha256 != first.sha256:
+            raise ValueError(f"{where}: {entry.url} is listed again with sha256 "
+                             f"{entry.sha256[:12]}..., but line {first.line} gives "
+                             f"{first.sha256[:12]}...")
     return list(entries.values())
 
 

@@ -23,10 +23,22 @@ UNDECODABLE = "undecodable"  # not audio, corrupt, or a decoder error before any
 NO_AUDIO = "no_audio"  # opened, but decoded zero frames (empty or truncated stream)
 SILENT = "silent"  # peak below the silence threshold over the whole song
 TOO_SHORT = "too_short"  # fewer samples than one chunk
-UNREADABLE = "unreadable"  # the file could not be read (I/O error)
+UNREADABLE = "unreadable"  # the file could not be read (I/O error, permission denied)
+NON_FINITE = "non_finite"  # decoded audio holds NaN or infinity
+NOT_A_FILE = "not_a_file"  # a dangling or looping link, a pipe, socket, device or folder
+ENCRYPTED = "encrypted_member"  # an archive member that needs a password
+UNSUPPORTED_COMPRESSION = "unsupported_compression"  # a member's method zipfile lacks
+NESTED_ARCHIVE = "nested_archive"  # an archive inside an archive (not opened)
+CORRUPT_MEMBER = "corrupt_member"  # a member whose data fails its CRC or inflation
+BAD_NAME = "bad_name"  # a song id or genre holding control characters (newlines, tabs...)
 TOO_LARGE = fetch.TOO_LARGE  # over --max_song_bytes (a file, a member or a download)
 NO_METADATA = "no_metadata"  # --split_from=fma, and the metadata has no split for it
 INTERNAL_ERROR = "internal_error"  # a bug: the traceback's last line is in the detail
+# Every reason a song can get, for checks that each one is known.
+REASONS = (UNDECODABLE, NO_AUDIO, SILENT, TOO_SHORT, UNREADABLE, NON_FINITE, NOT_A_FILE,
+           ENCRYPTED, UNSUPPORTED_COMPRESSION, NESTED_ARCHIVE, CORRUPT_MEMBER, BAD_NAME,
+           TOO_LARGE, NO_METADATA, INTERNAL_ERROR, fetch.REJECTED_URL, fetch.HTTP_ERROR,
+           fetch.TIMEOUT, fetch.CONNECTION, fetch.CHECKSUM)
 
 
 class SongFailure(Exception):
@@ -49,6 +61,7 @@ class ChunkingConfig:
     chunk_seconds: float = 1.0  # new audio (training targets) per chunk, context excluded
     context_samples: int = 4096  # samples of preceding audio each chunk carries
     silence_db: float = -60.0  # a song whose peak stays below this (dBFS) is rejected
+    trim_silence: bool = True  # drop leading and trailing samples below silence_db
 
     # Upper bounds that keep one chunk's arithmetic and memory sane.
     MAX_SAMPLE_RATE = 384_000
@@ -82,6 +95,8 @@ class ChunkingConfig:
                       f"{self.MAX_CHUNK_SAMPLES} samples")
         if not finite("silence_db") or self.silence_db > 0:
             raise bad("silence_db", "a finite level in dBFS, <= 0")
+        if not isinstance(self.trim_silence, bool):
+            raise bad("trim_silence", "true or false")
 
     @property
     def target_samples(self) -> int:
@@ -104,6 +119,7 @@ class SongStats:
     channels: int = 0
     frames_in: int = 0  # decoded frames at the source rate
     samples_out: int = 0  # mono samples at the dataset rate
+    trimmed: int = 0  # of those, leading and trailing silence dropped before chunking
     chunks: int = 0
     peak: float = 0.0
     truncated: str = ""  # a decode error after usable audio: the audio before it is kept
@@ -115,15 +131,19 @@ class SongStats:
 
 def song_chunks(source: str | BinaryIO, name: str, spec: DatasetSpec, stats: SongStats,
                 silence_db: float = ChunkingConfig.silence_db,
-                block_frames: int = audio.DEFAULT_BLOCK_FRAMES) -> Iterator[np.ndarray]:
-    """Decodes, mixes down, resamples, quantizes and chunks one song, streaming.
+                block_frames: int = audio.DEFAULT_BLOCK_FRAMES,
+                trim_silence: bool = ChunkingConfig.trim_silence) -> Iterator[np.ndarray]:
+    """Decodes, mixes down, resamples, trims, quantizes and chunks one song, streaming.
 
     Yields `spec.chunk_samples`-long arrays of bins as they complete; memory holds one
-    decode block and one chunk, whatever the song's length (or its silent intro). The
-    verdict comes at the end: SongFailure is raised for a song that gives no chunks, and
-    also, after its chunks were yielded, for one that stayed below the silence threshold
-    throughout. Consumers treat the chunks as provisional until the generator finishes
-    (the pipeline spills them and emits their references only then).
+    decode block and one chunk, whatever the song's length (or its silent intro; a silent
+    stretch held back while trimming spills to disk past a few MiB). With `trim_silence`
+    the song's leading and trailing samples at or below `silence_db` are dropped before
+    chunking (counted in `stats.trimmed`). The verdict comes at the end: SongFailure is
+    raised for a song that gives no chunks, and also, after its chunks were yielded, for
+    one that stayed below the silence threshold throughout. Consumers treat the chunks as
+    provisional until the generator finishes (the pipeline spills them and emits their
+    references only then).
     """
     try:
         handle = audio.open_audio(source, name)
@@ -131,43 +151,63 @@ def song_chunks(source: str | BinaryIO, name: str, spec: DatasetSpec, stats: Son
         raise SongFailure(UNDECODABLE, str(e)) from e
     threshold = audio.db_to_amplitude(silence_db)
     chunker = audio.Chunker(spec.chunk_samples, spec.context_samples)
-    audible = False
-    with handle:
-        stats.source_rate, stats.channels = handle.samplerate, handle.channels
-        resampler = audio.StreamResampler(handle.samplerate, spec.sample_rate)
-        blocks = audio.mono_blocks(handle, name, block_frames)
-        while True:
-            try:
-                block = next(blocks, None)
-            except audio.AudioDecodeError as e:
-                if stats.frames_in == 0:
-                    raise SongFailure(UNDECODABLE, str(e)) from e
-                stats.truncated = str(e)
-                block = None
-            if block is None:
-                y = resampler.flush()
-            else:
-                stats.frames_in += len(block)
-                y = resampler.process(block)
-            if len(y):
-                stats.samples_out += len(y)
-                stats.peak = max(stats.peak, float(np.max(np.abs(y))))
-                audible = audible or stats.peak > threshold
-                for chunk in chunker.push(audio.quantize(y, spec.quantization, spec.bits)):
+    trimmer = audio.SilenceTrimmer(threshold if trim_silence else -1.0)
+    with handle, trimmer:
+        for y in _resampled(handle, name, spec.sample_rate, stats, block_frames):
+            stats.peak = max(stats.peak, float(np.max(np.abs(y))))
+            for kept in trimmer.push(y):
+                for chunk in chunker.push(audio.quantize(kept, spec.quantization, spec.bits)):
                     stats.chunks += 1
                     yield chunk
-            if block is None:
-                break
+        trimmer.finish()
+        stats.trimmed = trimmer.leading + trimmer.trailing
+    _verdict(name, spec, stats, threshold, silence_db)
+
+
+def _resampled(handle, name: str, rate: int, stats: SongStats,
+               block_frames: int) -> Iterator[np.ndarray]:
+    """The song's mono blocks at `rate`. A decode error after some audio ends the song
+    there (stats.truncated); NaN or infinity fails it (non_finite)."""
+    stats.source_rate, stats.channels = handle.samplerate, handle.channels
+    resampler = audio.StreamResampler(handle.samplerate, rate)
+    blocks = audio.mono_blocks(handle, name, block_frames)
+    while True:
+        try:
+            block = next(blocks, None)
+        except audio.NonFiniteAudio as e:
+            raise SongFailure(NON_FINITE, str(e)) from e
+        except audio.AudioDecodeError as e:
+            if stats.frames_in == 0:
+                raise SongFailure(UNDECODABLE, str(e)) from e
+            stats.truncated = str(e)
+            block = None
+        if block is None:
+            y = resampler.flush()
+        else:
+            stats.frames_in += len(block)
+            y = resampler.process(block)
+        if len(y):
+            stats.samples_out += len(y)
+            yield y
+        if block is None:
+            return
+
+
+def _verdict(name: str, spec: DatasetSpec, stats: SongStats, threshold: float,
+             silence_db: float) -> None:
+    """Raises SongFailure for a song that gave no usable chunks."""
     if stats.frames_in == 0:
         raise SongFailure(NO_AUDIO, f"{name}: decoded no audio (empty or truncated stream)")
-    if not audible:
+    if stats.peak <= threshold:
         peak_db = 20 * np.log10(stats.peak) if stats.peak > 0 else float("-inf")
         raise SongFailure(SILENT, f"{name}: silent, peak {peak_db:.1f} dBFS is below "
                                   f"the threshold of {silence_db:g} dBFS")
     if stats.chunks == 0:
-        raise SongFailure(TOO_SHORT, f"{name}: {stats.samples_out / spec.sample_rate:.2f} s "
-                                     f"is shorter than one chunk "
-                                     f"({spec.chunk_samples / spec.sample_rate:.2f} s)")
+        kept = (stats.samples_out - stats.trimmed) / spec.sample_rate
+        trimmed = (f" once {stats.trimmed / spec.sample_rate:.2f} s of leading and trailing "
+                   "silence are trimmed" if stats.trimmed else "")
+        raise SongFailure(TOO_SHORT, f"{name}: {kept:.2f} s{trimmed} is shorter than one "
+                                     f"chunk ({spec.chunk_samples / spec.sample_rate:.2f} s)")
 
 
 # --------------------------------------------------------------------------------------
@@ -264,6 +304,8 @@ def song_record(song, status: str, *, reason: str = "", detail: str = "",
         "seconds": round(stats.seconds_in, 3),
         "target_seconds": round(stats.chunks * spec.target_samples / spec.sample_rate, 3)
         if spec and written else 0.0,
+        "trimmed_seconds": round(stats.trimmed / spec.sample_rate, 3)
+        if spec and written else 0.0,
     }
     if reason:
         rec["reason"], rec["detail"] = reason, detail
@@ -278,9 +320,11 @@ def summarize(records: Sequence[dict]) -> dict:
     failures: dict[str, int] = {}
     splits: dict[str, dict] = {}
     written = failed = truncated = 0
+    trimmed = 0.0
     for r in records:
         if r["status"] == WRITTEN:
             written += 1
+            trimmed += r.get("trimmed_seconds", 0.0)
             s = splits.setdefault(r["split"], {"songs": 0, "chunks": 0, "seconds": 0.0})
             s["songs"] += 1
             s["chunks"] += r["chunks"]
@@ -294,6 +338,7 @@ def summarize(records: Sequence[dict]) -> dict:
     return {
         "songs_in": len(records), "songs_written": written, "songs_failed": failed,
         "songs_truncated": truncated,
+        "silence_trimmed_seconds": round(trimmed, 3),
         "failures": dict(sorted(failures.items())),
         "splits": dict(sorted(splits.items())),
     }

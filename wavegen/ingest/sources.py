@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import glob
 import io
 import os
 import posixpath
 import re
+import stat
+import unicodedata
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from wavegen.data import audio
+from wavegen.data.errors import one_line
 from wavegen.data.paths import is_local, local_path
 from wavegen.ingest import fetch
 from wavegen.ingest import fma_metadata as fma
+from wavegen.ingest import song_chunks
 from wavegen.data.dataset import UNKNOWN_GENRE
 
 GENRE_FROM = ("folder", "none", "fma")
@@ -109,72 +116,143 @@ def expand_input(spec: str, genre_from: str = "none") -> list[SongRef]:
     - a zip archive: its audio members (ids: the FMA track id for FMA member names,
       otherwise the member's path);
     - a URL list (*.urls): its URLs (ids: the URLs).
+    With genre_from='folder' a song's genre is the name of its parent folder inside the
+    input (a file at the top of a folder input has none). Entries that cannot be songs
+    (links to nowhere, pipes, unreadable files, names with control characters...) are
+    listed with `reject` set, so the run accounts for them without reading them.
     Raises SourceError if the input matches nothing usable.
     """
-    fs = _fs()
     if genre_from not in GENRE_FROM:
         raise SourceError(f"--genre_from must be one of {GENRE_FROM}, got {genre_from!r}")
-    literal = is_local(spec) and os.path.exists(local_path(spec))  # 'Album [FLAC]/': a folder
-    if _GLOB_CHARS.search(spec) and not literal:
-        prefix = _GLOB_CHARS.split(spec, 1)[0]
-        base = os.path.dirname(prefix) if is_local(spec) else posixpath.dirname(prefix)
-        found = [m for m in fs.match([spec])[0].metadata_list if _is_input_file(m.path)]
-        kind = "glob"
-    elif is_local(spec) and os.path.isdir(local_path(spec)):
-        base = spec.rstrip("/") or "/"
-        found = [m for m in _walk(local_path(base)) if audio.is_audio_path(m.path)]
-        kind = "folder"
-    elif fs.exists(spec):
-        base = os.path.dirname(spec) if is_local(spec) else posixpath.dirname(spec)
-        found = fs.match([spec])[0].metadata_list
-        kind = "file"
-        if not _is_input_file(spec):
-            raise SourceError(f"--input {spec}: not a supported input (expected an audio "
-                              f"file ({', '.join(audio.AUDIO_EXTENSIONS)}), a .zip archive "
-                              "or a .urls list)")
-    else:
-        # A remote "folder" is a prefix.
-        base = spec.rstrip("/")
-        found = [] if is_local(spec) else [
-            m for m in fs.match([base + "/**"])[0].metadata_list
-            if audio.is_audio_path(m.path)]
-        kind = "folder"
-        if not found:
-            raise SourceError(f"--input {spec}: no such file or folder")
+    base, found, kind = _list_local(spec) if is_local(spec) else _list_remote(spec)
     if not found:
         raise SourceError(f"--input {spec}: the {kind} holds no "
                           f"{'/'.join(e[1:] for e in audio.AUDIO_EXTENSIONS)} files")
     songs = []
     for m in found:
-        if is_archive(m.path):
+        if m.problem:
+            songs.append(SongRef(song_id=_relative(m.path, base), uri=m.path, input=spec,
+                                 reject=m.problem))
+        elif is_archive(m.path):
             songs.extend(list_archive(m.path, spec, genre_from))
         elif is_url_list(m.path):
             songs.extend(list_urls(m.path, spec, genre_from))
         else:
             rel = _relative(m.path, base)
+            inside = kind != "file" and "/" in rel
             songs.append(SongRef(
                 song_id=rel, uri=m.path, input=spec, kind=FILE,
-                genre=_parent_name(m.path) if genre_from == "folder" else UNKNOWN_GENRE,
-                size=int(m.size_in_bytes), track_id=_track_id(rel)))
-    return songs
+                genre=_parent_name(m.path) if genre_from == "folder" and (
+                    inside or kind == "file") else UNKNOWN_GENRE,
+                size=m.size_in_bytes, track_id=_track_id(rel)))
+    return [_check_names(s) for s in songs]
 
 
 @dataclasses.dataclass(frozen=True)
 class _Found:
     path: str
     size_in_bytes: int
+    problem: str = ""  # "reason: detail" for what cannot be read as a song
+
+
+def _list_local(spec: str) -> tuple[str, list[_Found], str]:
+    """(base folder, entries, kind) of a local --input, read with the OS, never Beam (whose
+    listing drops dangling links silently and would open a pipe)."""
+    path = local_path(spec)
+    if os.path.isdir(path):
+        base = path.rstrip("/") or "/"
+        return base, [f for f in _walk(base) if audio.is_audio_path(f.path)], "folder"
+    if os.path.lexists(path):  # 'Album [FLAC].mp3' is a file, not a glob
+        if not _is_input_file(path):
+            raise SourceError(f"--input {spec}: not a supported input (expected an audio "
+                              f"file ({', '.join(audio.AUDIO_EXTENSIONS)}), a .zip archive "
+                              "or a .urls list)")
+        return os.path.dirname(path), [_stat(path)], "file"
+    if _GLOB_CHARS.search(path):
+        base = os.path.dirname(_GLOB_CHARS.split(path, 1)[0])
+        matches = sorted(glob.glob(path, recursive=True, include_hidden=True))
+        return base, [_stat(m) for m in matches
+                      if _is_input_file(m) and not os.path.isdir(m)], "glob"
+    raise SourceError(f"--input {spec}: no such file or folder")
+
+
+def _list_remote(spec: str) -> tuple[str, list[_Found], str]:
+    """(base, entries, kind) of a gs:// or s3:// --input, listed through Beam."""
+    fs = _fs()
+    if _GLOB_CHARS.search(spec):
+        base = posixpath.dirname(_GLOB_CHARS.split(spec, 1)[0])
+        found, kind = [m for m in fs.match([spec])[0].metadata_list
+                       if _is_input_file(m.path)], "glob"
+    elif fs.exists(spec):
+        if not _is_input_file(spec):
+            raise SourceError(f"--input {spec}: not a supported input")
+        base, found, kind = posixpath.dirname(spec), fs.match([spec])[0].metadata_list, "file"
+    else:  # a remote "folder" is a prefix
+        base = spec.rstrip("/")
+        found = [m for m in fs.match([base + "/**"])[0].metadata_list
+                 if audio.is_audio_path(m.path)]
+        kind = "folder"
+        if not found:
+            raise SourceError(f"--input {spec}: no such file or folder")
+    return base, [_Found(m.path, int(m.size_in_bytes)) for m in found], kind
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def local_problem(path: str) -> str:
+    """Why a local path cannot be read as a song ('reason: detail'), or '' for a regular,
+    readable file. Never opens it (opening a pipe would block)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if os.path.islink(path):
+            what = ("a symbolic link loop" if e.errno == errno.ELOOP
+                    else f"a dangling symbolic link (to {os.readlink(path)})")
+            return f"{song_chunks.NOT_A_FILE}: {path}: {what}"
+        return f"{song_chunks.UNREADABLE}: {path}: {one_line(e.strerror or e)}"
+    for test, what in _KINDS:
+        if test(st.st_mode):
+            return f"{song_chunks.NOT_A_FILE}: {path}: {what}, not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"{song_chunks.UNREADABLE}: {path}: permission denied"
+    return ""
+
+
+def _stat(path: str) -> _Found:
+    problem = local_problem(path)
+    return _Found(path, -1 if problem else os.path.getsize(path), problem)
 
 
 def _walk(folder: str) -> list[_Found]:
     """Every file under a local folder (taken literally: '[' or '*' in its name are not
-    wildcards), in a stable order."""
+    wildcards), in a stable order; a subfolder that cannot be listed is an entry too."""
     out = []
-    for root, dirs, files in os.walk(folder):
+
+    def unlistable(e: OSError):
+        out.append(_Found(e.filename, -1, f"{song_chunks.UNREADABLE}: {e.filename}: cannot "
+                                          f"list the folder ({one_line(e.strerror or e)})"))
+
+    for root, dirs, files in os.walk(folder, onerror=unlistable):
         dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            out.append(_Found(path, os.path.getsize(path)))
+        out.extend(_stat(os.path.join(root, name)) for name in sorted(files))
     return out
+
+
+def _check_names(song: SongRef) -> SongRef:
+    """Rejects (bad_name) a song whose id or genre holds control characters: they would
+    shift the lines of genre.labels.txt and garble every report."""
+    if song.reject:
+        return song.with_(genre=UNKNOWN_GENRE)
+    for what, text in (("song id", song.song_id), ("genre", song.genre)):
+        bad = sorted({c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
+        if bad:
+            return song.with_(genre=UNKNOWN_GENRE, reject=(
+                f"{song_chunks.BAD_NAME}: {song.where!r}: its {what} {text!r} holds control "
+                f"characters ({', '.join(repr(c) for c in bad)}); rename it"))
+    return song
 
 
 def _track_id(name: str) -> int:
@@ -182,21 +260,42 @@ def _track_id(name: str) -> int:
     return -1 if tid is None else tid
 
 
+NESTED_ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str:
+    """Why a listed member cannot be read ('reason: detail'), or ''."""
+    if _ext(info.filename) in NESTED_ARCHIVE_EXTENSIONS:
+        return f"{song_chunks.NESTED_ARCHIVE}: an archive inside the archive (not opened)"
+    if info.flag_bits & 0x1:
+        return f"{song_chunks.ENCRYPTED}: encrypted (needs a password)"
+    if info.compress_type not in _ZIP_METHODS:
+        return (f"{song_chunks.UNSUPPORTED_COMPRESSION}: compression method "
+                f"{info.compress_type} is not one zipfile reads")
+    return ""
+
+
 def list_archive(path: str, spec: str, genre_from: str = "none") -> list[SongRef]:
-    """The audio members of a zip archive, read from its central directory only."""
+    """The audio members of a zip archive (and its nested archives, rejected), read from
+    its central directory only."""
     try:
         with _fs().open(path, compression_type="uncompressed") as f, zipfile.ZipFile(f) as zf:
             infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise SourceError(f"--input {spec}: {path} is not a readable zip archive ({e})") from e
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise SourceError(f"--input {spec}: {path} is not a readable zip archive "
+                          f"({one_line(e)})") from e
     songs = []
     for info in infos:
-        if info.is_dir() or not audio.is_audio_path(info.filename):
+        nested = _ext(info.filename) in NESTED_ARCHIVE_EXTENSIONS
+        if info.is_dir() or not (audio.is_audio_path(info.filename) or nested):
             continue
         tid = _track_id(info.filename)
+        problem = _member_problem(info)
         songs.append(SongRef(
             song_id=str(tid) if tid >= 0 else info.filename, uri=path, input=spec, kind=ZIP,
             member=info.filename, size=info.file_size, track_id=tid,
+            reject=problem.replace(": ", f": {path}:{info.filename}: ", 1) if problem else "",
             genre=_parent_name(info.filename) if genre_from == "folder" else UNKNOWN_GENRE))
     if not songs:
         raise SourceError(f"--input {spec}: the archive {path} holds no audio members")
@@ -204,19 +303,22 @@ def list_archive(path: str, spec: str, genre_from: str = "none") -> list[SongRef
 
 
 def list_urls(path: str, spec: str, genre_from: str = "none") -> list[SongRef]:
-    """The songs of a URL list: one per distinct URL (bad schemes are kept, and rejected
-    by the worker so that they are counted and dead-lettered like any failure)."""
+    """The songs of a URL list: one per distinct URL. Bad schemes and malformed lines are
+    kept, rejected (rejected_url), so that they are counted and dead-lettered like any
+    failure."""
     with _fs().open(path, compression_type="uncompressed") as f:
-        text = f.read().decode("utf-8")
+        text = f.read().decode("utf-8", errors="surrogateescape")
     try:
         entries = fetch.parse_url_list(text, path)
     except ValueError as e:
         raise SourceError(f"--input {spec}: {e}") from e
     if not entries:
         raise SourceError(f"--input {spec}: the URL list {path} holds no URLs")
-    return [SongRef(song_id=e.url, uri=e.url, input=spec, kind=URL, sha256=e.sha256 or "",
+    return [SongRef(song_id=f"{path}:{e.line}" if e.problem else e.url, uri=e.url,
+                    input=spec, kind=URL, sha256=e.sha256 or "",
+                    reject=f"{fetch.REJECTED_URL}: {e.problem}" if e.problem else "",
                     genre=_parent_name(e.url.split("?")[0]) if genre_from == "folder"
-                    else UNKNOWN_GENRE)
+                    and not e.problem else UNKNOWN_GENRE)
             for e in entries]
 
 
@@ -354,24 +456,89 @@ class SongTooLarge(Exception):
     """A song over --max_song_bytes: read no further."""
 
 
+class _GuardedMember:
+    """A streamed archive member whose read errors (CRC, inflation) end its data instead
+    of raising inside the decoder's callbacks (which must not raise); `error` keeps the
+    first one for the caller."""
+
+    _ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self.error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self.error is None:
+            try:
+                return self._f.read(n)
+            except self._ERRORS as e:
+                self.error = e
+        return b""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self._f.seek(offset, whence)
+        except self._ERRORS as e:
+            self.error = self.error or e
+            return self._f.tell()
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _failure(problem: str) -> song_chunks.SongFailure:
+    reason, _, detail = problem.partition(": ")
+    return song_chunks.SongFailure(reason, detail)
+
+
+@contextlib.contextmanager
+def _open_member(song: SongRef, archives: ArchiveCache) -> Iterator[BinaryIO]:
+    """A member to decode; data that fails its CRC or inflation fails the song
+    (corrupt_member), whatever the decoder made of it."""
+    try:
+        f = archives.member(song.uri, song.member)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+        raise song_chunks.SongFailure(song_chunks.CORRUPT_MEMBER,
+                                      f"{song.where}: {one_line(e)}") from None
+    guarded = f if isinstance(f, io.BytesIO) else _GuardedMember(f)
+    try:
+        yield guarded
+    except song_chunks.SongFailure:
+        if getattr(guarded, "error", None) is None:
+            raise
+    finally:
+        guarded.close()
+    if getattr(guarded, "error", None) is not None:
+        raise song_chunks.SongFailure(song_chunks.CORRUPT_MEMBER,
+                                      f"{song.where}: {one_line(guarded.error)}")
+
+
 @contextlib.contextmanager
 def open_song(song: SongRef, archives: ArchiveCache, fetch_cfg: fetch.FetchConfig,
               ) -> Iterator[str | BinaryIO]:
     """Yields what the decoder reads: a local path, or a binary file object.
 
-    Raises SongTooLarge (size over fetch_cfg.max_bytes), fetch.FetchError (URLs), OSError.
+    Raises SongTooLarge (size over fetch_cfg.max_bytes), fetch.FetchError (URLs),
+    song_chunks.SongFailure (a local path that is no longer a regular, readable file; a
+    corrupt archive member), OSError.
     """
     if song.size > fetch_cfg.max_bytes:
         raise SongTooLarge(f"{song.where}: {song.size} bytes is over the limit of "
                            f"{fetch_cfg.max_bytes} (--max_song_bytes)")
     if song.kind == ZIP:
-        with archives.member(song.uri, song.member) as f:
+        with _open_member(song, archives) as f:
             yield f
     elif song.kind == URL:
         got = fetch.fetch(song.uri, fetch_cfg, song.sha256 or None)
         with got.file as f:
             yield f
     elif is_local(song.uri):
+        problem = local_problem(local_path(song.uri))  # checked again: never open a pipe
+        if problem:
+            raise _failure(problem)
         yield local_path(song.uri)
     else:
         with _fs().open(song.uri, compression_type="uncompressed") as f:

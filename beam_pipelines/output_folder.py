@@ -1,0 +1,323 @@
+"""The pipeline's output folder: checked before any work, locked while a run writes to it,
+and a dataset in it replaced so that a crash at any moment loses neither the old nor the
+new one.
+
+The pipeline deletes or overwrites only names a wavegen dataset writes, by exact name
+(the old dataset's shards as its dataset_info.json lists them, its metadata and report
+files). A non-empty folder that is not a wavegen dataset is refused, even with
+--overwrite; so are filesystem roots and the home folder.
+
+Replacing a dataset (`replace_dataset`) is journaled: the new dataset is complete in a
+staging folder inside the output folder; a journal (`.wavegen-replace.json`, written
+atomically) names the old and the new files; the old files move into a backup folder
+(dataset_info.json first), the new ones move in (dataset_info.json last), and the journal
+and the backup go. A run killed part-way leaves the journal, and both datasets on disk;
+the next run into the folder (`recover`, under the lock) finishes the replacement before
+anything else. Local folders are locked with flock; remote ones (gs://, s3://) are not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+
+from apache_beam.io.filesystems import FileSystems
+
+from wavegen.data.dataset import DATASET_NAME, INFO_FILE
+from wavegen.data.errors import one_line
+from wavegen.data.paths import is_local, local_path
+
+LOCK_FILE = ".wavegen.lock"
+JOURNAL = ".wavegen-replace.json"
+STAGING_PREFIX = ".staging-"
+BACKUP_PREFIX = ".wavegen-old-"
+METADATA_FILES = (INFO_FILE, "features.json", "metadata.json", "genre.labels.txt")
+REPORT_FILES = ("failed.jsonl", "summary.json")
+LATEST_REPORT_FILES = ("failed.latest.jsonl", "summary.latest.json")
+_SHARD = re.compile(rf"{DATASET_NAME}-[A-Za-z][A-Za-z0-9_]*\.tfrecord-\d{{5}}-of-\d{{5}}")
+_SCRATCH = re.compile(rf"({re.escape(STAGING_PREFIX)}|{re.escape(BACKUP_PREFIX)})[0-9a-f]+")
+CRASH_ENV = "WAVEGEN_CRASH_AT_STEP"  # tests: os._exit at the k-th step of a replacement
+
+
+class OutputError(ValueError):
+    """An --output_dir the pipeline must not or cannot write to (one line)."""
+
+
+def _join(folder: str, name: str) -> str:
+    return os.path.join(folder, name)
+
+
+def _list(folder: str) -> list[str]:
+    """Names directly inside `folder` ([] when it does not exist)."""
+    if is_local(folder):
+        path = local_path(folder)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    found = FileSystems.match([_join(folder, "*")])[0].metadata_list
+    prefix = folder.rstrip("/") + "/"
+    return sorted({m.path[len(prefix):].split("/", 1)[0] for m in found
+                   if m.path.startswith(prefix)})
+
+
+def is_wavegen_name(name: str) -> bool:
+    """Whether a wavegen run writes files or folders of this name."""
+    return (name in METADATA_FILES + REPORT_FILES + LATEST_REPORT_FILES
+            or name in (LOCK_FILE, JOURNAL) or bool(_SHARD.fullmatch(name))
+            or bool(_SCRATCH.fullmatch(name)))
+
+
+def _holds_wavegen_metadata(folder: str) -> bool:
+    try:
+        with FileSystems.open(_join(folder, "metadata.json"),
+                              compression_type="uncompressed") as f:
+            return "wavegen_metadata_version" in json.loads(f.read().decode("utf-8"))
+    except Exception:  # missing, unreadable or not JSON: not a wavegen dataset's
+        return False
+
+
+def _check_local_place(out: str) -> None:
+    """Roots, the home folder, files and unwritable places are refused."""
+    real = os.path.realpath(local_path(out))
+    if os.path.dirname(real) == real:
+        raise OutputError(f"--output_dir={out}: a filesystem root; name a folder for the "
+                          "dataset")
+    if real == os.path.realpath(os.path.expanduser("~")):
+        raise OutputError(f"--output_dir={out}: your home folder; name a folder for the "
+                          "dataset")
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise OutputError(f"--output_dir={out}: a file, not a folder")
+    existing = real
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputError(f"--output_dir={out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"--output_dir={out}: {existing} is not writable")
+
+
+def check_output_dir(out: str, overwrite: bool) -> str:
+    """The output folder, checked before any work: one line (OutputError) when refused.
+
+    Returns it without a trailing slash."""
+    if not out or not out.strip():
+        raise OutputError("--output_dir is empty")
+    if is_local(out):
+        _check_local_place(out)
+    out = out.rstrip("/") or out
+    names = _list(out)
+    foreign = [n for n in names if not is_wavegen_name(n)]
+    if foreign and not _holds_wavegen_metadata(out):
+        raise OutputError(f"--output_dir={out} holds files that are not a wavegen dataset's "
+                          f"(e.g. {', '.join(map(repr, foreign[:3]))}); wavegen writes only "
+                          "into an empty folder or a wavegen dataset (--overwrite does not "
+                          "change that)")
+    if INFO_FILE in names and JOURNAL not in names and not overwrite:
+        raise OutputError(f"{out} already holds a dataset; pass --overwrite to replace it")
+    return out
+
+
+@contextlib.contextmanager
+def locked(out: str) -> Iterator[None]:
+    """Holds an exclusive lock on a local output folder (created if needed) while the run
+    writes to it; a second run is refused with OutputError naming the holder."""
+    if not is_local(out):
+        if not FileSystems.exists(out):
+            FileSystems.mkdirs(out)
+        yield
+        return
+    os.makedirs(local_path(out), exist_ok=True)
+    path = _join(local_path(out), LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            raise OutputError(f"--output_dir={out}: another wavegen run (pid {holder}) is "
+                              "writing to this folder; wait for it to end") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race)
+
+
+# --------------------------------------------------------------------------------------
+# Replacing a dataset
+
+
+def old_dataset_files(out: str) -> list[str]:
+    """The names of the dataset in `out`: its shards (as its dataset_info.json lists them,
+    or by their exact pattern if it is unreadable), metadata and report files."""
+    names = set(_list(out))
+    shards: set[str] = set()
+    try:
+        with FileSystems.open(_join(out, INFO_FILE), compression_type="uncompressed") as f:
+            info = json.loads(f.read().decode("utf-8"))
+        for split in info.get("splits", []):
+            n = len(split.get("shardLengths", []))
+            shards |= {f"{DATASET_NAME}-{split['name']}.tfrecord-{i:05d}-of-{n:05d}"
+                       for i in range(n)}
+    except Exception:  # no or unreadable dataset_info.json: the names wavegen writes
+        shards = {n for n in names if _SHARD.fullmatch(n)}
+    keep = METADATA_FILES + REPORT_FILES + LATEST_REPORT_FILES
+    return sorted(n for n in names if n in shards or n in keep)
+
+
+class _Steps:
+    """Counts the steps of a replacement; with WAVEGEN_CRASH_AT_STEP=k the process dies
+    (os._exit, no clean-up) at step k, for tests of crash safety."""
+
+    def __init__(self):
+        self.done = 0
+        self.crash_at = int(os.environ.get(CRASH_ENV, "0") or 0)
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.done == self.crash_at:
+            crash()
+
+
+def crash() -> None:
+    os._exit(70)
+
+
+def _rename(src: str, dst: str) -> None:
+    if is_local(src):
+        os.replace(local_path(src), local_path(dst))
+    else:
+        FileSystems.rename([src], [dst])
+
+
+def _exists(path: str) -> bool:
+    return os.path.lexists(local_path(path)) if is_local(path) else FileSystems.exists(path)
+
+
+def _remove_tree(path: str) -> None:
+    if not _exists(path):
+        return
+    if is_local(path):
+        import shutil
+
+        shutil.rmtree(local_path(path), ignore_errors=True)
+    else:
+        FileSystems.delete([path.rstrip("/") + "/"])
+
+
+def _write_journal(out: str, journal: dict) -> None:
+    path = _join(out, JOURNAL)
+    text = json.dumps(journal, indent=1).encode("utf-8")
+    if is_local(out):
+        tmp = local_path(path) + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, local_path(path))
+    else:  # an object store writes an object whole or not at all
+        with FileSystems.create(path, compression_type="uncompressed") as f:
+            f.write(text)
+
+
+def replace_dataset(out: str, staging: str, new_files: list[str]) -> None:
+    """Puts the complete dataset in `staging` (these file names) in place of the one in
+    `out`, journaled so that a crash at any step leaves both recoverable (see the module
+    docstring)."""
+    step = _Steps()
+    journal = {"staging": os.path.basename(staging.rstrip("/")),
+               "backup": f"{BACKUP_PREFIX}{uuid.uuid4().hex[:12]}",
+               "old": old_dataset_files(out), "new": sorted(set(new_files)),
+               "phase": "backup"}
+    _write_journal(out, journal)
+    step()
+    _roll_forward(out, journal, step)
+
+
+def _info_first(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda n: (n != INFO_FILE, n))
+
+
+def _roll_forward(out: str, journal: dict, step) -> None:
+    """Finishes a replacement from wherever it stopped; every step may be repeated."""
+    staging, backup = _join(out, journal["staging"]), _join(out, journal["backup"])
+    if journal["phase"] == "backup":
+        if not _exists(backup):
+            FileSystems.mkdirs(backup)
+        for name in _info_first(journal["old"]):  # without its info, no longer a dataset
+            if _exists(_join(out, name)):
+                _rename(_join(out, name), _join(backup, name))
+                step()
+        journal = dict(journal, phase="install")
+        _write_journal(out, journal)
+        step()
+    for name in reversed(_info_first(journal["new"])):  # dataset_info.json last
+        if _exists(_join(staging, name)):
+            _rename(_join(staging, name), _join(out, name))
+            step()
+    _remove_path(_join(out, JOURNAL))
+    step()
+    _remove_tree(backup)
+    step()
+
+
+def _roll_back(out: str, journal: dict) -> None:
+    """Puts the old dataset back (its new files went missing from the staging folder)."""
+    backup = _join(out, journal["backup"])
+    for name in reversed(_info_first(journal["new"])):
+        if _exists(_join(out, name)) and name not in journal["old"]:
+            _remove_path(_join(out, name))
+    for name in reversed(_info_first(journal["old"])):
+        if _exists(_join(backup, name)):
+            _rename(_join(backup, name), _join(out, name))
+    _remove_path(_join(out, JOURNAL))
+    _remove_tree(backup)
+
+
+def recover(out: str) -> str:
+    """Finishes (or, when the new files are gone, undoes) a replacement a crash left
+    half-done; returns what it did, '' if there was nothing to do. Call under `locked`."""
+    path = _join(out, JOURNAL)
+    if not _exists(path):
+        return ""
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            journal = json.loads(f.read().decode("utf-8"))
+        staging = _join(out, journal["staging"])
+    except Exception as e:
+        raise OutputError(f"{path}: an unreadable replacement journal ({one_line(e)}); "
+                          "move it away to continue") from None
+    installed = journal["phase"] == "install"
+    complete = all(_exists(_join(staging, n)) or (installed and _exists(_join(out, n)))
+                   for n in journal["new"])
+    if complete:
+        _roll_forward(out, journal, lambda: None)
+        return f"{out}: finished putting in place the dataset of an interrupted run"
+    _roll_back(out, journal)
+    return f"{out}: put back the dataset an interrupted run was replacing"
+
+
+def _remove_path(path: str) -> None:
+    if not _exists(path):
+        return
+    if is_local(path):
+        os.remove(local_path(path))
+    else:
+        FileSystems.delete([path])
+
+
+def stale_scratch(out: str) -> list[str]:
+    """Staging and backup folders left by killed runs (none is in use: call under `locked`
+    and after `recover`)."""
+    return [_join(out, n) for n in _list(out) if _SCRATCH.fullmatch(n)]
+
+
+def remove_scratch(path: str) -> None:
+    """Removes a staging or backup folder unless a replacement journal still needs it."""
+    out = os.path.dirname(path.rstrip("/"))
+    if _exists(_join(out, JOURNAL)):
+        return
+    _remove_tree(path)

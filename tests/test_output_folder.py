@@ -1,0 +1,233 @@
+"""The output folder is sacred (issue 13.4): only what a wavegen dataset wrote is deleted or
+overwritten, by exact name; foreign folders, roots and home are refused; one run at a time;
+and a crash at any step of putting a dataset in place loses neither dataset."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from beam_pipelines import output_folder as of
+from helpers import run_pipeline, tone, write_audio
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--chunk_seconds=0.2", "--context_samples=200"]
+
+
+def songs(folder, names, seconds=1.0):
+    for i, name in enumerate(names):
+        write_audio(folder / name, tone(seconds, 16000, freq=200 + 70 * i, seed=i), 16000)
+    return folder
+
+
+def snapshot(folder) -> dict:
+    """Every file under `folder` with its bytes."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, folder)] = open(p, "rb").read()
+    return out
+
+
+def dataset_ids(out) -> set:
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(str(out))
+    return {ex["song_id"].decode() for split in builder.info.splits
+            for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+
+
+@pytest.fixture(scope="module")
+def two_corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpora")
+    old = songs(root / "old", ["a.wav", "b.wav", "c.wav"])
+    new = songs(root / "new", ["x.wav", "y.wav"])
+    return old, new
+
+
+def test_a_folder_that_is_not_a_dataset_is_refused_even_with_overwrite(two_corpora, tmp_path,
+                                                                       caplog):
+    old, _ = two_corpora
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    (mine / "summary.json").write_text('{"mine": true}')  # a name wavegen also writes
+    before = snapshot(mine)
+    for extra in ([], ["--overwrite"]):
+        with caplog.at_level("ERROR"):
+            assert run_pipeline(f"--input={old}", f"--output_dir={mine}", *SMALL, *extra) == 2
+        assert snapshot(mine) == before
+    assert "thesis.tex" in caplog.text and "not a wavegen dataset" in caplog.text
+
+
+def test_overwrite_replaces_only_the_datasets_files_by_exact_name(two_corpora, tmp_path):
+    old, new = two_corpora
+    out = tmp_path / "ds"
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", "--split=train:1",
+                        "--num_shards=3", *SMALL) == 0
+    (out / "wavegen-notes.txt").write_text("my notes")  # shaped like ours, but not ours
+    (out / "README.md").write_text("what this dataset is")
+    assert run_pipeline(f"--input={new}", f"--output_dir={out}", "--split=train:1",
+                        "--num_shards=1", "--overwrite", *SMALL) == 0
+    assert (out / "wavegen-notes.txt").read_text() == "my notes"
+    assert (out / "README.md").read_text() == "what this dataset is"
+    shards = sorted(n for n in os.listdir(out) if ".tfrecord-" in n)
+    assert shards == ["wavegen-train.tfrecord-00000-of-00001"]  # the old three are gone
+    assert dataset_ids(out) == {"x.wav", "y.wav"}
+    assert not [n for n in os.listdir(out) if n.startswith((".staging-", ".wavegen-old-"))]
+
+
+@pytest.mark.parametrize("where", ["/", "~"])
+def test_roots_and_home_are_refused(two_corpora, tmp_path, monkeypatch, caplog, where):
+    old, _ = two_corpora
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    target = str(home) if where == "~" else where
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={old}", f"--output_dir={target}", "--overwrite",
+                            *SMALL) == 2
+    assert os.listdir(cwd) == [] and os.listdir(home) == []
+    assert ("filesystem root" if where == "/" else "home folder") in caplog.text
+
+
+def test_bad_output_paths_are_one_line_each(two_corpora, tmp_path, monkeypatch):
+    old, _ = two_corpora
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(of.OutputError, match="a file, not a folder"):
+        of.check_output_dir(str(a_file), overwrite=True)
+    with pytest.raises(of.OutputError, match="is a file, not a folder"):
+        of.check_output_dir(str(a_file / "below"), overwrite=True)
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    with pytest.raises(of.OutputError, match="not writable") as info:
+        of.check_output_dir(str(tmp_path / "new"), overwrite=False)
+    assert "\n" not in str(info.value)
+
+
+def test_a_second_run_into_a_locked_folder_is_refused(two_corpora, tmp_path, caplog):
+    old, _ = two_corpora
+    out = tmp_path / "ds"
+    with of.locked(str(out)):
+        (out / ".staging-0123456789ab").mkdir()  # the first run's work in progress
+        with caplog.at_level("ERROR"):
+            assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 2
+        assert (out / ".staging-0123456789ab").is_dir()  # not taken for a stale one
+    assert f"pid {os.getpid()}" in caplog.text and "another wavegen run" in caplog.text
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0  # free again
+
+
+# --------------------------------------------------------------------------------------
+# Crashes while the dataset is put in place
+
+
+class Crash(BaseException):
+    """Stands for a kill: nothing catches it (the replacement has no clean-up handlers)."""
+
+
+def _crash():
+    raise Crash()
+
+
+@pytest.fixture(scope="module")
+def half_replaced(two_corpora, tmp_path_factory):
+    """An old dataset, and a run with a new one stopped right after writing its journal:
+    the state every later step starts from."""
+    old, new = two_corpora
+    out = tmp_path_factory.mktemp("crash") / "ds"
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", "--split=train:1",
+                        *SMALL) == 0
+    old_files = snapshot(out)
+    mp = pytest.MonkeyPatch()
+    mp.setenv(of.CRASH_ENV, "1")
+    mp.setattr(of, "crash", _crash)
+    try:
+        with pytest.raises(Crash):
+            run_pipeline(f"--input={new}", f"--output_dir={out}", "--split=train:1",
+                         "--num_shards=2", "--overwrite", *SMALL)
+    finally:
+        mp.undo()
+    journal = json.loads((out / of.JOURNAL).read_text())
+    staging = out / journal["staging"]
+    new_files = {n: (staging / n).read_bytes() for n in journal["new"]}
+    return out, journal, old_files, new_files
+
+
+def _steps(journal) -> int:
+    return len(journal["old"]) + len(journal["new"]) + 3  # + phase, journal, backup
+
+
+def test_a_crash_at_any_step_keeps_both_datasets_and_recovery_finishes(half_replaced,
+                                                                      tmp_path, monkeypatch):
+    src, journal, old_files, new_files = half_replaced
+    monkeypatch.setattr(of, "crash", _crash)
+    assert set(journal["old"]) == {n for n in old_files if "/" not in n and n != of.LOCK_FILE}
+    for k in range(1, _steps(journal) + 1):
+        out = tmp_path / f"k{k}"
+        shutil.copytree(src, out, symlinks=True)
+        monkeypatch.setenv(of.CRASH_ENV, str(k))
+        with pytest.raises(Crash):
+            of._roll_forward(str(out), journal, of._Steps())
+        # Nothing lost: every old file is in place or in the backup, every new one in
+        # place or in the staging folder (or the replacement is done).
+        now = snapshot(out)
+        done = of.JOURNAL not in now
+        for name, data in old_files.items():
+            if name in journal["old"] and not done:
+                assert data in (now.get(name), now.get(f"{journal['backup']}/{name}")), (k, name)
+        for name, data in new_files.items():
+            assert data in (now.get(name), now.get(f"{journal['staging']}/{name}")), (k, name)
+        if of.INFO_FILE in now and not done and journal["phase"] == "backup":
+            assert dataset_ids(out) in ({"a.wav", "b.wav", "c.wav"}, {"x.wav", "y.wav"})
+        message = of.recover(str(out))
+        assert bool(message) == (not done)
+        assert dataset_ids(out) == {"x.wav", "y.wav"}, k
+        assert {n: now_data for n, now_data in snapshot(out).items()
+                if n in new_files} == new_files
+
+
+def test_recovery_puts_the_old_dataset_back_when_the_new_one_is_gone(half_replaced, tmp_path,
+                                                                     monkeypatch):
+    src, journal, old_files, _ = half_replaced
+    out = tmp_path / "ds"
+    shutil.copytree(src, out, symlinks=True)
+    monkeypatch.setattr(of, "crash", _crash)
+    monkeypatch.setenv(of.CRASH_ENV, str(len(journal["old"]) + 3))  # two new files in
+    with pytest.raises(Crash):
+        of._roll_forward(str(out), journal, of._Steps())
+    shutil.rmtree(out / journal["staging"])  # e.g. removed by hand
+    assert "put back" in of.recover(str(out))
+    assert dataset_ids(out) == {"a.wav", "b.wav", "c.wav"}
+    now = snapshot(out)
+    assert {n: now[n] for n in journal["old"]} == {n: old_files[n] for n in journal["old"]}
+
+
+@pytest.mark.slow
+def test_a_killed_process_leaves_a_folder_the_next_run_completes(two_corpora, tmp_path):
+    """A real kill (os._exit) after the old dataset moved out, before the new one is in."""
+    old, new = two_corpora
+    out = tmp_path / "ds"
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", "--split=train:1",
+                        *SMALL) == 0
+    n_old = len(of.old_dataset_files(str(out)))
+    env = dict(os.environ, **{of.CRASH_ENV: str(n_old + 2)})  # journal, old files, phase
+    cmd = [sys.executable, "-m", "beam_pipelines.preprocess", f"--input={new}",
+           f"--output_dir={out}", "--split=train:1", "--overwrite", *SMALL,
+           "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 70, res.stderr[-2000:]
+    assert not (out / of.INFO_FILE).exists() and (out / of.JOURNAL).exists()
+    # The same command again: it finishes the interrupted replacement, then refuses to
+    # replace the dataset now in place without --overwrite.
+    again = subprocess.run(cmd[:-5] + cmd[-4:], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert "finished putting in place" in again.stderr and "already holds" in again.stderr
+    assert dataset_ids(out) == {"x.wav", "y.wav"}
