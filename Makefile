@@ -26,10 +26,12 @@ test: setup
 SONGS ?=
 METADATA ?=
 STEPS ?=
+MINUTES ?=
 DEMO_DIR ?= $(if $(SONGS),demo-$(basename $(notdir $(patsubst %/,%,$(SONGS)))),demo)
 demo: setup
 	$(PY) -m experiments.demo --dir $(DEMO_DIR) $(if $(SONGS),--songs $(SONGS)) \
-		$(if $(METADATA),--metadata $(METADATA)) $(if $(STEPS),--steps $(STEPS))
+		$(if $(METADATA),--metadata $(METADATA)) $(if $(STEPS),--steps $(STEPS)) \
+		$(if $(MINUTES),--minutes $(MINUTES))
 
 # Every benchmark, one table, also written as JSON (bench_results/bench.json).
 bench: setup

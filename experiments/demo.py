@@ -1,11 +1,15 @@
 """`make demo`: the whole system on an embedded default, end to end, rerunnable.
 
     .venv/bin/python -m experiments.demo [--dir demo] [--songs PATH --metadata PATH]
+        [--minutes 14] [--steps N]
 
 1. the embedded corpus (`experiments.demo_corpus`: three synthesized styles as genre
    folders, mp3 and wav, plus one corrupt file), unless --songs names real ones;
 2. the Beam pipeline on it (`python -m beam_pipelines.preprocess`);
-3. training (`experiments/train.py +experiment=demo`, the small preset on CPU);
+3. training (`experiments/train.py +experiment=demo`, the small preset on CPU) on a time
+   budget (`train.max_minutes`): what is left of `--minutes` for the whole demo after the
+   corpus and the pipeline, less a reserve for the final evaluation and sampling, so the
+   demo ends in time on a fast or a slow machine alike;
 4. sampling from the checkpoint, one song per genre (`experiments/sample.py`), with the
    listening page `index.html`;
 5. a summary of where everything is and what was measured.
@@ -75,14 +79,27 @@ def pipeline_step(d: str, songs: str, metadata: str | None) -> str:
     return data
 
 
-def train_step(d: str, data: str, steps: int | None, real: bool) -> str:
-    """The demo experiment; with --steps, its own run directory and a schedule to match."""
+# Seconds of the demo's budget kept for what follows training: the final evaluation and
+# checkpoint, and sampling one 4 s song per genre with the listening page.
+RESERVE_S = 150
+MIN_TRAIN_MINUTES = 2.0
+
+
+def train_minutes(total_minutes: float, elapsed_s: float) -> float:
+    """The training budget: what the demo's budget leaves after `elapsed_s`, less the
+    reserve; at least MIN_TRAIN_MINUTES."""
+    return round(max(MIN_TRAIN_MINUTES, (total_minutes * 60 - elapsed_s - RESERVE_S) / 60), 2)
+
+
+def train_step(d: str, data: str, steps: int | None, real: bool,
+               minutes: float | None) -> str:
+    """The demo experiment on a time budget; with --steps, its own run directory and a
+    schedule of that length."""
     run = os.path.join(d, f"run-{steps}steps" if steps else "run")
     summary = os.path.join(run, "run_summary.json")
-    extra = []
+    extra = [] if minutes is None else [f"train.max_minutes={minutes}"]
     if steps:
-        extra += [f"train.steps={steps}", f"optim.warmup_steps={max(1, min(500, steps // 6))}",
-                  f"train.eval_every={max(50, steps // 20)}",
+        extra += [f"train.steps={steps}", f"train.eval_every={max(50, steps // 20)}",
                   f"train.checkpoint_every={max(100, steps // 10)}"]
     if real:  # a real validation split can be big: score a sample of it at each evaluation
         extra += ["train.eval_batches=50"]
@@ -114,6 +131,8 @@ def report(d: str, data: str, run: str, out: str) -> None:
     tr = _load(os.path.join(run, "run_summary.json"))
     sm = _load(os.path.join(out, "samples.json"))
     val, uni = tr["final_val_bits"], tr["unigram_bits"]
+    stopped = (f" (stopped by its {tr['max_minutes']:g}-minute budget)"
+               if tr.get("stopped_by") == "budget" else "")
     chunks = sum(s["chunks"] for s in pre["splits"].values())
     lines = [
         "",
@@ -123,7 +142,8 @@ def report(d: str, data: str, run: str, out: str) -> None:
         f"{pre['songs_failed']} failed ({', '.join(f'{k}: {v}' for k, v in pre['failures'].items()) or 'none'}); "
         f"{chunks} chunks -> {data}",
         f"  failed songs and why: {os.path.join(data, 'failed.jsonl')}",
-        f"  training: {tr['steps']} steps, {tr['samples_per_s']:.0f} samples/s; validation "
+        f"  training: {tr['steps']} steps{stopped}, {tr['samples_per_s']:.0f} samples/s; "
+        "validation "
         f"{val:.3f} bits/sample vs unigram baseline {uni:.3f} "
         f"({abs(100 * (1 - val / uni)):.0f}% {'below' if val < uni else 'above'}) -> {run}",
         f"  generation: {sm['samples_per_s']:.0f} samples/s over {len(sm['samples'])} "
@@ -151,12 +171,16 @@ def main(argv=None):
     p.add_argument("--songs", help="real songs instead of the embedded corpus")
     p.add_argument("--metadata", help="FMA tracks.csv or fma_metadata.zip for --songs")
     p.add_argument("--steps", type=int, help="training steps (default: the demo experiment's)")
+    p.add_argument("--minutes", type=float, default=14.0,
+                   help="the whole demo's time budget; training gets what the other steps "
+                        "leave (0: no budget, train.steps decides)")
     args = p.parse_args(argv)
     t0 = time.time()
     os.makedirs(args.dir, exist_ok=True)
     songs = args.songs or corpus_step(args.dir)
     data = pipeline_step(args.dir, songs, args.metadata)
-    run = train_step(args.dir, data, args.steps, real=bool(args.songs))
+    minutes = train_minutes(args.minutes, time.time() - t0) if args.minutes > 0 else None
+    run = train_step(args.dir, data, args.steps, real=bool(args.songs), minutes=minutes)
     out = sample_step(args.dir, run)
     report(args.dir, data, run, out)
     print(f"demo finished in {time.time() - t0:.0f} s")

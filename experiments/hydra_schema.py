@@ -9,7 +9,8 @@ under their keys, one name per key everywhere (YAML, command line, dataclass fie
 - `model` = a preset name plus every `wavegen.model.wavenet.ModelConfig` field as an
   optional override (`model=small model.residual_channels=96`); one option per preset in
   `wavegen.model.wavenet.PRESETS`
-- sampling's top level = `wavegen.generation.sampler.SampleConfig`
+- sampling's top level = `wavegen.generation.sampler.SampleConfig`, evaluation's
+  `wavegen.training.evaluation.EvalConfig`
 
 So every default lives in one dataclass and no YAML file retypes it; the YAML files under
 `configs/` hold values only (the entry points' Hydra settings, the experiments). A
@@ -30,6 +31,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from wavegen.generation.sampler import SampleConfig
 from wavegen.model import wavenet as model_lib
+from wavegen.training.evaluation import EvalConfig
 from wavegen.training.loop import DataConfig, RunConfig
 from wavegen.training.steps import OptimConfig
 
@@ -79,6 +81,10 @@ def register_sample() -> None:
     ConfigStore.instance().store(name="sample_schema", node=_node(SampleConfig))
 
 
+def register_evaluate() -> None:
+    ConfigStore.instance().store(name="evaluate_schema", node=_node(EvalConfig))
+
+
 def _container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
@@ -102,3 +108,7 @@ def to_train_job(cfg: DictConfig
 
 def to_sample_config(cfg: DictConfig) -> SampleConfig:
     return SampleConfig(**_container(cfg))
+
+
+def to_eval_config(cfg: DictConfig) -> EvalConfig:
+    return EvalConfig(**_container(cfg))

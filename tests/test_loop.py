@@ -50,3 +50,151 @@ def test_a_run_opens_its_dataset_once(data_dir, tmp_path, monkeypatch):
     assert summary["steps"] == 6
     assert len(opened) == 1, opened
     assert len(builders) == 1, builders
+
+
+# --------------------------------------------------------------------------------------
+# Defaults and settings (issue 12.1)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 19, 20, 200, 5000, 1_000_000])
+def test_the_default_optimizer_trains_any_run_length(steps):
+    cfg = wt.OptimConfig().for_run(steps)
+    assert 0 <= cfg.warmup_steps < cfg.total_steps == steps
+    assert cfg.warmup_steps <= wt.WARMUP_CAP
+    lr = wt.create_learning_rate_fn(cfg)
+    values = [float(lr(s)) for s in {0, steps // 2, steps - 1}]
+    assert all(0 <= v <= cfg.lr * (1 + 1e-6) for v in values)
+    assert max(values) > 0
+    assert wt.OptimConfig().for_run(200).warmup_steps == 10  # 5% of the run
+
+
+def test_a_run_of_a_few_steps_trains_with_every_default(data_dir, tmp_path):
+    summary = tiny_run(data_dir, tmp_path / "run", steps=3, log_every=50, eval_every=500,
+                       checkpoint_every=1000)
+    assert summary["steps"] == 3 and summary["final_val_bits"] is not None
+
+
+def test_run_settings_are_refused_before_the_first_step(data_dir, tmp_path):
+    with pytest.raises(loop.TrainingError, match=r"train.targets must be in 1\.\.\d+"):
+        tiny_run(data_dir, tmp_path / "a", targets=10**6)
+    with pytest.raises(loop.TrainingError, match=r"no examples in split 'nope'"):
+        loop.train_and_evaluate(wm.preset("tiny"), wt.OptimConfig(),
+                                loop.DataConfig(dir=data_dir, eval_split="nope"),
+                                loop.RunConfig(steps=2, batch_size=2, progress=False),
+                                str(tmp_path / "b"))
+    for name in ("a", "b"):
+        assert not os.path.exists(tmp_path / name / "metrics.jsonl")
+
+
+# --------------------------------------------------------------------------------------
+# The time budget (issue 12.2)
+
+
+def test_a_time_budget_ends_the_run_as_a_normal_end_and_resume_uses_what_is_left(
+        data_dir, tmp_path):
+    workdir = tmp_path / "budget"
+    common = dict(steps=10**6, log_every=1000, eval_every=10**5, checkpoint_every=10**5)
+    first = tiny_run(data_dir, workdir, max_minutes=0.25, **common)
+    assert first["stopped_by"] == "budget" and 0 < first["steps"] < 10**6
+    # As at a normal end: evaluated, checkpointed and summarized at the last step.
+    assert first["final_val_bits"] is not None and first["best_step"] == first["steps"]
+    assert os.path.isdir(workdir / "checkpoints" / str(first["steps"]))
+    saved = json.load(open(workdir / "run_summary.json"))
+    assert saved["steps"] == first["steps"] and saved["stopped_by"] == "budget"
+    meta = json.load(open(workdir / "checkpoints" / str(first["steps"]) / "meta" / "metadata"))
+    assert 0.25 * 60 <= meta["spent_s"] < 0.25 * 60 + 60
+    # A larger budget continues with what is left of it, from the last step.
+    second = tiny_run(data_dir, workdir, max_minutes=0.6, **common)
+    assert second["stopped_by"] == "budget" and second["steps"] > first["steps"]
+    meta = json.load(open(workdir / "checkpoints" / str(second["steps"]) / "meta" /
+                          "metadata"))
+    assert 0.6 * 60 <= meta["spent_s"] < 0.6 * 60 + 60
+    # Nothing left: no step is taken.
+    third = tiny_run(data_dir, workdir, max_minutes=0.6, **common)
+    assert third["steps"] == second["steps"] and third["stopped_by"] == "budget"
+
+
+def test_a_budget_that_is_not_a_positive_number_is_refused():
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="train.max_minutes must be a positive number"):
+            loop.RunConfig(max_minutes=bad)
+
+
+# --------------------------------------------------------------------------------------
+# EMA (issue 12.6)
+
+
+def test_with_an_ema_the_best_checkpoint_is_chosen_by_the_ema(data_dir, tmp_path):
+    from wavegen.training import checkpoints as ckpt_lib
+
+    workdir = tmp_path / "ema"
+    summary = tiny_run(data_dir, workdir, steps=6, eval_every=2, checkpoint_every=100,
+                       optim=wt.OptimConfig(lr=3e-3, ema_decay=0.9))
+    evals = [r for r in loop.read_metrics(str(workdir)) if "val_bits" in r]
+    assert len(evals) == 3 and all(r["val_bits_ema"] != r["val_bits"] for r in evals)
+    best = min(evals, key=lambda r: r["val_bits_ema"])
+    assert summary["best_by"] == "val_bits_ema"
+    assert (summary["best_val_bits"], summary["best_step"]) == (best["val_bits_ema"],
+                                                                best["step"])
+    ckpts = ckpt_lib.Checkpoints(str(workdir / "checkpoints"), create=False)
+    try:
+        assert ckpts.metrics(best["step"])[ckpt_lib.BEST_METRIC] == best["val_bits_ema"]
+        assert ckpts.best_step() == best["step"]
+        assert ckpts.meta(best["step"])["ema"] is True
+    finally:
+        ckpts.close()
+
+
+def test_without_an_ema_the_meta_says_so(data_dir, tmp_path):
+    tiny_run(data_dir, tmp_path / "plain", steps=2, eval_every=2)
+    meta = json.load(open(tmp_path / "plain" / "checkpoints" / "2" / "meta" / "metadata"))
+    assert meta["ema"] is False and meta["data"]["dir"] == data_dir
+
+
+# --------------------------------------------------------------------------------------
+# Checked, not trusted (issue 13.8)
+
+
+def test_resume_refuses_stored_arrays_that_differ_from_the_config(data_dir, tmp_path):
+    from wavegen.training import checkpoints as ckpt_lib
+
+    workdir = tmp_path / "shapes"
+    tiny_run(data_dir, workdir, steps=2, eval_every=2)
+    # A checkpoint whose config says 24 residual channels but whose arrays hold 16.
+    path = workdir / "checkpoints" / "2" / "meta" / "metadata"
+    meta = json.load(open(path))
+    meta["model_config"]["residual_channels"] = 24
+    json.dump(meta, open(path, "w"))
+    with pytest.raises(ckpt_lib.CheckpointError,
+                       match=r"does not match its model config: params\.input_embedding: "
+                             r"stored \(\d+, 16\) float32, the config makes \(\d+, 24\)"):
+        loop.train_and_evaluate(wm.preset("tiny", residual_channels=24), wt.OptimConfig(),
+                                loop.DataConfig(dir=data_dir),
+                                loop.RunConfig(steps=2, batch_size=2, targets=64,
+                                               progress=False), str(workdir))
+
+
+def _copy_dataset(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("chunk_samples", 999, r"audio length \(\d+,\) in features.json, chunk_samples=999"),
+    ("bits", 10, r"audio dtype uint8 in features.json, uint16 for bits=10"),
+    ("genres", ["a", "b", "unknown"], r"genres \[.*\] in features.json/genre.labels.txt, "
+                                      r"\['a', 'b', 'unknown'\] in metadata.json"),
+])
+def test_a_dataset_whose_metadata_contradicts_its_features_is_refused(
+        data_dir, tmp_path, field, value, message):
+    copy = _copy_dataset(data_dir, tmp_path / "ds")
+    md = json.load(open(os.path.join(copy, "metadata.json")))
+    md[field] = value
+    if field == "chunk_samples":
+        md["context_samples"] = 100
+    json.dump(md, open(os.path.join(copy, "metadata.json"), "w"))
+    with pytest.raises(dataset_lib.DatasetError, match="metadata.json contradicts "
+                                                       "features.json: .*" + message):
+        dataset_lib.open_dataset(copy)

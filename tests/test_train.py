@@ -192,19 +192,29 @@ def test_bfloat16_mixture_model_trains_with_float32_state():
     assert np.isfinite(losses).all() and losses[-1] < losses[0] - 1.0
 
 
-def test_ema_follows_the_parameters():
+def test_ema_is_debiased_so_the_initial_weights_carry_no_weight():
     cfg = wm.preset("tiny", num_classes=256, num_genres=0)
-    optim = wt.OptimConfig(lr=1e-2, warmup_steps=0, total_steps=10, ema_decay=0.75)
+    decay = 0.75
+    optim = wt.OptimConfig(lr=1e-2, warmup_steps=0, total_steps=10, ema_decay=decay)
     graphdef, state0 = wt.create_train_state(cfg, optim)
     p_step = wt.make_p_train_step(graphdef, optim)
-    batch = {"audio": np.random.default_rng(0).integers(0, 256, (1, 2, 60)).astype(np.int32),
-             "genre": np.zeros((1, 2), np.int32)}
-    state1, _ = p_step(wt.replicate(state0), batch)
-    s1 = wt.unreplicate(state1)
-    for e, p1, p0 in zip(jax.tree.leaves(s1.ema_params), jax.tree.leaves(s1.params),
-                         jax.tree.leaves(state0.params)):
-        np.testing.assert_allclose(e, 0.75 * np.asarray(p0) + 0.25 * np.asarray(p1),
-                                   rtol=1e-5, atol=1e-7)
+    rng = np.random.default_rng(0)
+    state, params = wt.replicate(state0), []
+    for _ in range(3):
+        batch = {"audio": rng.integers(0, 256, (1, 2, 60)).astype(np.int32),
+                 "genre": np.zeros((1, 2), np.int32)}
+        state, _ = p_step(state, batch)
+        params.append(jax.tree.map(np.asarray, wt.unreplicate(state).params))
+    ema = wt.unreplicate(state).ema_params
+    # The zero-started average of the three steps' parameters, divided by 1 - decay**3.
+    for e, *ps in zip(jax.tree.leaves(ema), *(jax.tree.leaves(p) for p in params)):
+        m = np.zeros_like(ps[0])
+        for p in ps:
+            m = decay * m + (1 - decay) * p
+        np.testing.assert_allclose(e, m / (1 - decay ** 3), rtol=1e-5, atol=1e-7)
+    one = wt.ema_update(state0.params, params[0], decay, jnp.int32(1))
+    for e, p in zip(jax.tree.leaves(one), jax.tree.leaves(params[0])):
+        np.testing.assert_allclose(e, p, rtol=1e-5, atol=1e-7)  # one step: the parameters
 
 
 def test_eval_step_ignores_padding_and_sums_bits():

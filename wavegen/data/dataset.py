@@ -184,5 +184,30 @@ def open_dataset(data_dir: str) -> Dataset:
     except Exception as e:  # tfds raises several types for unreadable metadata
         raise DatasetError(f"{data_dir}: unreadable TFDS metadata ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    check_features(data_dir, spec, builder.info.features)
     return Dataset(dir=data_dir, spec=spec, builder=builder)
+
+
+def check_features(data_dir: str, spec: DatasetSpec, feats) -> None:
+    """metadata.json against features.json (and genre.labels.txt): the stored examples'
+    audio length and dtype and the genre names must be the spec's, or nothing read
+    would mean what the spec says. One line naming every difference."""
+    problems = []
+    try:
+        audio_f, genre_f = feats["audio"], feats["genre"]
+    except KeyError as e:
+        raise DatasetError(f"{data_dir}: features.json lacks the {e} feature; not a "
+                           "wavegen dataset") from None
+    if tuple(audio_f.shape) != (spec.chunk_samples,):
+        problems.append(f"audio length {tuple(audio_f.shape)} in features.json, "
+                        f"chunk_samples={spec.chunk_samples} in metadata.json")
+    if np.dtype(audio_f.np_dtype) != spec.dtype:
+        problems.append(f"audio dtype {np.dtype(audio_f.np_dtype)} in features.json, "
+                        f"{spec.dtype} for bits={spec.bits} in metadata.json")
+    if tuple(genre_f.names) != spec.genres:
+        problems.append(f"genres {list(genre_f.names)} in features.json/genre.labels.txt, "
+                        f"{list(spec.genres)} in metadata.json")
+    if problems:
+        raise DatasetError(f"{data_dir}: metadata.json contradicts features.json: "
+                           + "; ".join(problems))
 

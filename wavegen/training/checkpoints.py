@@ -21,11 +21,13 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
 from wavegen.data.dataset import DatasetSpec
 from wavegen.model.wavenet import ModelConfig
+from wavegen.training import steps as train_lib
 
 BEST_METRIC = "val_bits"
 
@@ -76,6 +78,37 @@ def run_meta(model_cfg: ModelConfig, spec: DatasetSpec, **extra: Any) -> dict:
 
 def model_config_from_meta(meta: dict) -> ModelConfig:
     return ModelConfig(**meta["model_config"])
+
+
+# Optimizer keys of checkpoints written before the config keys became the field names.
+_OLD_OPTIM_NAMES = {"learning_rate": "lr", "end_learning_rate": "end_lr"}
+
+
+def optim_config_from_meta(meta: dict) -> train_lib.OptimConfig:
+    return train_lib.OptimConfig(**upgraded_optim(meta.get("optim", {})))
+
+
+def upgraded_optim(optim: dict) -> dict:
+    """A checkpoint's optimizer settings under today's names."""
+    return {_OLD_OPTIM_NAMES.get(k, k): v for k, v in optim.items()}
+
+
+def restore_for_inference(ckpts: "Checkpoints", step: int, meta: dict,
+                          use_ema: bool) -> tuple[Any, Any]:
+    """(graphdef, host parameters) of a checkpoint, rebuilt from its meta; the EMA
+    parameters with use_ema (refused, naming the run, when it kept none)."""
+    model_cfg = model_config_from_meta(meta)
+    graphdef, target = train_lib.create_train_state(model_cfg, optim_config_from_meta(meta))
+    if use_ema and target.ema_params is None:
+        raise CheckpointError(f"{ckpts.directory} kept no EMA of its parameters (trained "
+                              "with optim.ema_decay=0); use use_ema=false")
+    target = jax.tree.map(np.asarray, target)
+    return graphdef, ckpts.restore_params(step, target, use_ema=use_ema)
+
+
+def _path_name(path) -> str:
+    return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                    for k in path)
 
 
 def dataset_spec_from_meta(meta: dict) -> DatasetSpec:
@@ -159,6 +192,27 @@ class Checkpoints:
             raise CheckpointError(f"{path}: lacks the model config or the dataset spec")
         return meta
 
+    def check_arrays(self, step: int, target: Any) -> None:
+        """Refuses, in one line and before reading any array, a checkpoint whose stored
+        arrays differ in names, shapes or dtypes from `target` (what its config makes)."""
+        try:
+            stored = self.manager.item_metadata(step)["state"]
+        except Exception as e:  # orbax raises several types for a damaged step
+            raise CheckpointError(f"{self.directory}/{step}: unreadable array metadata "
+                                  f"({type(e).__name__})") from e
+        have = {_path_name(p): (tuple(m.shape), np.dtype(m.dtype))
+                for p, m in jax.tree_util.tree_flatten_with_path(stored)[0]}
+        want = {_path_name(p): (tuple(np.shape(x)), np.dtype(x.dtype))
+                for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+        names = sorted(set(have) | set(want), key=lambda k: (not k.startswith("params."), k))
+        problems = [f"{k}: stored {'missing' if k not in have else _fmt(have[k])}, the "
+                    f"config makes {'nothing' if k not in want else _fmt(want[k])}"
+                    for k in names if have.get(k) != want.get(k)]
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise CheckpointError(f"{self.directory}/{step} does not match its model "
+                                  f"config: {'; '.join(problems[:3])}{more}")
+
     # -- saving and restoring
 
     def save(self, step: int, state: Any, meta: dict, iterator=None,
@@ -173,6 +227,7 @@ class Checkpoints:
 
     def restore(self, step: int, target: Any, iterator=None) -> tuple[Any, dict]:
         """(state shaped like `target`, meta); restores `iterator`'s position if given."""
+        self.check_arrays(step, target)
         items = {"state": ocp.args.StandardRestore(target), "meta": ocp.args.JsonRestore()}
         if iterator is not None:
             if not os.path.isdir(os.path.join(self.directory, str(step), "data")):
@@ -184,6 +239,7 @@ class Checkpoints:
 
     def restore_params(self, step: int, target: Any, use_ema: bool = False) -> Any:
         """Only the (EMA) parameters, for sampling: shaped like `target`."""
+        self.check_arrays(step, target)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target)))
         state = restored["state"]
@@ -191,3 +247,8 @@ class Checkpoints:
 
     def close(self):
         self.manager.close()
+
+
+def _fmt(shape_dtype) -> str:
+    shape, dtype = shape_dtype
+    return f"{shape} {dtype}"

@@ -96,12 +96,24 @@ class RunConfig:
     coordinator_address: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    max_minutes: float | None = None  # time budget (wall clock, resumes included); None: none
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every",
                      "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_batches", "eval_batch_size", "targets", "device_count",
+                     "num_processes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"train.{name} must be >= 1 or null, got {value}")
+        if self.process_id is not None and self.process_id < 0:
+            raise ValueError(f"train.process_id must be >= 0 or null, got {self.process_id}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes)
+                                                 and self.max_minutes > 0):
+            raise ValueError(f"train.max_minutes must be a positive number of minutes or null, "
+                             f"got {self.max_minutes}")
 
     @property
     def global_eval_batch(self) -> int:
@@ -291,6 +303,15 @@ class _Progress:
     window: _Window
     history: dict
     last_log_step: int
+    spent_before: float = 0.0  # seconds earlier sessions of this run spent (budget)
+    stopped_by: str = "steps"  # or "budget"
+
+    def spent(self, setup: "_Setup") -> float:
+        return self.spent_before + time.time() - setup.t_start
+
+    def out_of_time(self, setup: "_Setup") -> bool:
+        budget = setup.run.max_minutes
+        return budget is not None and self.spent(setup) >= 60.0 * budget
 
 
 def train_and_evaluate(model_cfg: model_lib.ModelConfig, optim_cfg: train_lib.OptimConfig,
@@ -332,7 +353,8 @@ def _set_up(model_cfg, optim_cfg, data: DataConfig, run: RunConfig, workdir: str
               "targets": window.train_targets, "shuffle_buffer": data.shuffle_buffer,
               "train_split": data.train_split, "devices": len(devices) * jax.process_count()}
     meta = ckpt_lib.run_meta(model_cfg, dataset.spec, optim=dataclasses.asdict(optim_cfg),
-                             stream=stream)
+                             stream=stream, data={"dir": data.dir},
+                             ema=optim_cfg.ema_decay > 0)
     ckpts = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"), run.keep_checkpoints)
     _check_resume(ckpts, run, meta)
     return _Setup(model_cfg, optim_cfg, data, run, dataset, window, devices, meta, ckpts,
@@ -363,24 +385,31 @@ def _start(setup: _Setup) -> _Progress:
         num_devices=len(setup.devices))
     window, history = _Window(), {"best_val_bits": None, "best_step": None,
                                   "unigram_bits": None}
+    spent_before = 0.0
     latest = setup.ckpts.latest_step()
     if latest is not None:
         state, stored = setup.ckpts.restore(latest, state, iterator=batches)
         window = _Window(**stored.get("window", {}))
         history.update(stored.get("history", {}))
+        spent_before = float(stored.get("spent_s", 0.0))
         log.info("resumed from %s at step %d", setup.ckpts.directory, latest)
     step = int(state.step)
     if step >= run.steps:
         log.info("already trained to step %d (train.steps=%d)", step, run.steps)
     return _Progress(rstate=train_lib.replicate(state, setup.devices), batches=batches,
                      step=step, window=window, history=history,
-                     last_log_step=step - len(window.bits))
+                     last_log_step=step - len(window.bits), spent_before=spent_before)
 
 
 def _train(setup: _Setup, progress: _Progress, metrics_log: _MetricsLog, bar) -> None:
-    """The step loop: steps until train.steps (or SIGTERM); logs, evaluates and saves at
-    its log points."""
+    """The step loop: steps until train.steps, the time budget (then ends as at
+    train.steps) or SIGTERM; logs, evaluates and saves at its log points."""
     run = setup.run
+    if progress.step < run.steps and _agree(progress.out_of_time(setup))[0]:
+        progress.stopped_by = "budget"
+        log.info("the time budget (train.max_minutes=%g) was spent by earlier sessions",
+                 run.max_minutes)
+        return
     p_train = train_lib.make_p_train_step(setup.graphdef, setup.optim_cfg)
     evaluator = _Evaluator(setup)
     t_window = time.perf_counter()
@@ -391,9 +420,11 @@ def _train(setup: _Setup, progress: _Progress, metrics_log: _MetricsLog, bar) ->
             progress.step += 1
             if bar is not None:
                 bar.update(1)
-            step, stop = progress.step, _agree(sigterm.requested)
-            is_eval = step % run.eval_every == 0 or step == run.steps
-            is_ckpt = step % run.checkpoint_every == 0 or step == run.steps
+            step = progress.step
+            stop, budget_end = _agree(sigterm.requested, progress.out_of_time(setup))
+            end = step == run.steps or budget_end
+            is_eval = step % run.eval_every == 0 or end
+            is_ckpt = step % run.checkpoint_every == 0 or end
             if not (step % run.log_every == 0 or is_eval or is_ckpt or stop):
                 continue
             jax.block_until_ready(progress.rstate.params)
@@ -408,6 +439,10 @@ def _train(setup: _Setup, progress: _Progress, metrics_log: _MetricsLog, bar) ->
             if stop:
                 log.warning("SIGTERM: saved a checkpoint at step %d; exiting", step)
                 raise Preempted(step)
+            if budget_end:
+                progress.stopped_by = "budget"
+                log.info("time budget of %g minutes spent at step %d", run.max_minutes, step)
+                return
             t_window = time.perf_counter()
 
 
@@ -441,10 +476,11 @@ def _log_point(setup: _Setup, progress: _Progress, evaluator: _Evaluator,
     val_bits = None
     if is_eval:
         ev = evaluator(progress.rstate.params)
-        val_bits = ev["nll_bits"]
-        record.update(val_bits=val_bits, unigram_bits=ev["unigram_bits"])
+        record.update(val_bits=ev["nll_bits"], unigram_bits=ev["unigram_bits"])
         if progress.rstate.ema_params is not None:
             record["val_bits_ema"] = evaluator(progress.rstate.ema_params)["nll_bits"]
+        # "Best" is judged on the parameters sampling will use: the EMA when kept.
+        val_bits = record[best_metric(setup.meta)]
         history["unigram_bits"] = ev["unigram_bits"]
         if history["best_val_bits"] is None or val_bits < history["best_val_bits"]:
             history.update(best_val_bits=val_bits, best_step=step)
@@ -455,10 +491,15 @@ def _log_point(setup: _Setup, progress: _Progress, evaluator: _Evaluator,
     return val_bits
 
 
+def best_metric(meta: dict) -> str:
+    """The metrics.jsonl key checkpoints are ranked by: the EMA's when the run keeps one."""
+    return "val_bits_ema" if meta.get("ema") else "val_bits"
+
+
 def _save(setup: _Setup, progress: _Progress, val_bits: float | None) -> None:
     host = jax.device_get(train_lib.unreplicate(progress.rstate))
     meta = {**setup.meta, "step": progress.step, "window": progress.window.to_json(),
-            "history": progress.history}
+            "history": progress.history, "spent_s": progress.spent(setup)}
     setup.ckpts.save(progress.step, host, meta, iterator=progress.batches,
                      metrics=None if val_bits is None else {ckpt_lib.BEST_METRIC: val_bits})
 
@@ -471,8 +512,10 @@ def _summarize(setup: _Setup, progress: _Progress) -> dict:
     summary = {
         "workdir": os.path.abspath(setup.workdir), "steps": progress.step,
         "final_val_bits": evals[-1]["val_bits"] if evals else None,
+        "final_val_bits_ema": evals[-1].get("val_bits_ema") if evals else None,
         "best_val_bits": history["best_val_bits"], "best_step": history["best_step"],
-        "unigram_bits": history["unigram_bits"],
+        "best_by": best_metric(setup.meta), "unigram_bits": history["unigram_bits"],
+        "stopped_by": progress.stopped_by, "max_minutes": setup.run.max_minutes,
         "final_train_bits": rows[-1]["train_bits"] if rows else None,
         "samples_per_s": float(np.median([r["samples_per_s"] for r in rows]))
         if rows else None,
@@ -488,15 +531,16 @@ def _summarize(setup: _Setup, progress: _Progress) -> dict:
     return summary
 
 
-def _agree(flag: bool) -> bool:
-    """True if any process saw the flag (SIGTERM): all processes stop at the same step,
-    so none waits in a collective for a peer that is saving. One host all-gather per step
-    on multi-process runs; free otherwise."""
+def _agree(*flags: bool) -> tuple[bool, ...]:
+    """Each flag true if any process saw it (SIGTERM, budget spent): all processes stop at
+    the same step, so none waits in a collective for a peer that is saving. One host
+    all-gather per step on multi-process runs; free otherwise."""
     if jax.process_count() == 1:
-        return flag
+        return tuple(bool(f) for f in flags)
     from jax.experimental import multihost_utils
 
-    return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+    seen = np.asarray(multihost_utils.process_allgather(np.array(flags)))
+    return tuple(bool(x) for x in seen.reshape(-1, len(flags)).any(axis=0))
 
 
 def _progress_bar(run: RunConfig, start: int, is_main: bool):
@@ -525,7 +569,9 @@ def format_summary(s: dict) -> str:
     def f(x):
         return "-" if x is None else f"{x:.3f}"
 
-    return (f"trained {s['steps']} steps in {s['wall_s']:.0f} s "
+    budget = (f" (stopped by the {s['max_minutes']:g}-minute budget)"
+              if s.get("stopped_by") == "budget" else "")
+    return (f"trained {s['steps']} steps{budget} in {s['wall_s']:.0f} s "
             f"({f(s['samples_per_s'])} samples/s); validation bits/sample: final "
             f"{f(s['final_val_bits'])}, best {f(s['best_val_bits'])} at step "
             f"{s['best_step']}, unigram baseline {f(s['unigram_bits'])}; checkpoints in "

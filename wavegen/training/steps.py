@@ -214,11 +214,21 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef,
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema_decay and ema is not None:
-        ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+        ema = ema_update(ema, params, ema_decay, state.step + 1)
     metrics = compute_metrics(bits, axis_name, grad_norm=grad_norm,
                               learning_rate=learning_rate_fn(state.step))
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          ema_params=ema), metrics
+
+
+def ema_update(ema: dict, params: dict, decay: float, t: jax.Array) -> dict:
+    """The debiased EMA after update t (1, 2, ...): the zero-started average
+    m_t = decay * m_(t-1) + (1 - decay) * p_t divided by (1 - decay**t), kept in its
+    debiased form: ema_t = ema_(t-1) + w_t * (p_t - ema_(t-1)), w_t = (1 - decay) /
+    (1 - decay**t). So ema_1 = p_1 and the initial weights carry no weight at all."""
+    # 1 - decay**t as -expm1(t log decay): exact where decay is close to 1.
+    w = (1.0 - decay) / -jnp.expm1(t.astype(jnp.float32) * math.log(decay))
+    return jax.tree.map(lambda e, p: e + w * (p - e), ema, params)
 
 
 def eval_step(params: dict, batch: dict, *, graphdef: nnx.GraphDef,
