@@ -294,7 +294,7 @@ def draw(cfg: wm.ModelConfig, outputs: jax.Array, noise: jax.Array,
     if cfg.head == "softmax":
         return gumbel_max(outputs, noise).astype(jnp.int32)
     m = cfg.num_mixtures
-    logit_probs, means, log_scales = losses.split_mol(outputs, m, cfg.log_scale_min)
+    logit_probs, means, log_scales = losses.split_mol(outputs, m, cfg.mol_log_scale_min)
     comp = gumbel_max(logit_probs, noise[..., :m])
     pick = lambda a: jnp.take_along_axis(a, comp[..., None], axis=-1)[..., 0]
     x = pick(means) + t * jnp.exp(pick(log_scales)) * noise[..., m]

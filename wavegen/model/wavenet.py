@@ -66,7 +66,10 @@ class ModelConfig:
     kernel_size: int = 2
     head: str = "softmax"  # "softmax" over 2**bits classes, or "mol" (mixture of logistics)
     num_mixtures: int = 10  # mol only
-    log_scale_min: float = -7.0  # mol only: the smallest log-scale of a component
+    # mol only: the smallest log-scale of a component; None derives it from num_classes
+    # (`losses.log_scale_floor`) so that one component can put almost all its mass in one
+    # bin at any bit depth.
+    log_scale_min: float | None = None
     num_classes: int | None = None  # 2**bits; None until filled from the dataset
     num_genres: int | None = None  # None: from the dataset; 0: unconditioned
     genre_embed_dim: int = 16
@@ -121,6 +124,16 @@ class ModelConfig:
             raise ValueError("ModelConfig.num_classes is unset; fill it from the dataset "
                              "with model.for_dataset(config, spec)")
         return self.num_classes
+
+    @property
+    def mol_log_scale_min(self) -> float:
+        """The smallest log-scale of a mixture component (given or derived)."""
+        if self.log_scale_min is not None:
+            return float(self.log_scale_min)
+        if self.num_classes is None:
+            raise ValueError("ModelConfig.num_classes is unset; fill it from the dataset "
+                             "with model.for_dataset(config, spec)")
+        return losses.log_scale_floor(self.num_classes)
 
     @property
     def compute_dtype(self):
@@ -285,7 +298,8 @@ class LayerWeights(NamedTuple):
 
     conv (K, R, G): the dilated conv's taps; gate_bias (G,) or (B, G): the conv bias plus,
     when conditioned, each sequence's genre vector @ cond_kernel; res_kernel (G/2, R) and
-    res_bias (R,): the residual 1x1; skip_kernel (G/2, S) and skip_bias (S,): the skip 1x1.
+    res_bias (R,): the residual 1x1; skip_kernel (G/2, S) and skip_bias (S,): the skip 1x1
+    (skip_bias stays float32: the skips are accumulated in float32).
     """
 
     conv: jax.Array
@@ -311,8 +325,10 @@ def gated_residual(w: LayerWeights, h: jax.Array, dilated: jax.Array,
         bias = bias[:, None]
     z = gated_activation(dilated + bias)
     # Two matmuls on the column blocks of out_kernel rather than one on all of it: the
-    # backward pass then needs no (N, R+S) concatenated gradient (3% faster).
-    skip = z @ w.skip_kernel + w.skip_bias
+    # backward pass then needs no (N, R+S) concatenated gradient (3% faster). The skip
+    # comes out in float32 whatever the compute dtype, so the sum over the layers and the
+    # head are never rounded to bfloat16.
+    skip = jnp.dot(z, w.skip_kernel, preferred_element_type=jnp.float32) + w.skip_bias
     if not need_residual:
         return None, skip
     return h + (z @ w.res_kernel + w.res_bias), skip
@@ -344,9 +360,8 @@ class ResidualLayer(nnx.Module):
         if cond is not None:
             gate_bias = gate_bias + cond @ self.cond_kernel[...]
         out_k, out_b = self.out_kernel[...], self.out_bias[...]
-        parts = (self.conv_kernel[...], gate_bias, out_k[:, :r], out_b[:r], out_k[:, r:],
-                 out_b[r:])
-        return LayerWeights(*(x.astype(dtype) for x in parts))
+        parts = (self.conv_kernel[...], gate_bias, out_k[:, :r], out_b[:r], out_k[:, r:])
+        return LayerWeights(*(x.astype(dtype) for x in parts), out_b[r:])
 
     def __call__(self, h: jax.Array, cond: jax.Array | None = None,
                  need_residual: bool = True) -> tuple[jax.Array | None, jax.Array]:
@@ -402,16 +417,16 @@ class WaveNet(nnx.Module):
                         mode="fill", fill_value=jnp.nan)
 
     def head(self, skip_sum: jax.Array) -> jax.Array:
-        """Summed skips (..., S) -> outputs (..., out), float32."""
-        dt = skip_sum.dtype
+        """Summed skips (..., S) -> outputs (..., out), computed in float32 whatever the
+        compute dtype (a bfloat16 head would round every output: up to 28 bins of error
+        on a mixture's means at 16 bits)."""
         # No 1/sqrt(layers) scale on the skip sum and no sqrt(1/2) on the residual path
         # (r9y9 has both; the 1x1s learn any scale): with them XLA:CPU fuses the long
         # chains of adds into transposing consumers and recomputes them there - a
         # training step of `small` took 1.5 s (residual scale: 4.9 s) instead of 1.2 s.
-        y = jax.nn.relu(skip_sum)
-        y = jax.nn.relu(y @ self.head_kernel1[...].astype(dt) + self.head_bias1[...].astype(dt))
-        y = y @ self.head_kernel2[...].astype(dt) + self.head_bias2[...].astype(dt)
-        return y.astype(jnp.float32)
+        y = jax.nn.relu(skip_sum.astype(jnp.float32))
+        y = jax.nn.relu(y @ self.head_kernel1[...] + self.head_bias1[...])
+        return y @ self.head_kernel2[...] + self.head_bias2[...]
 
     def __call__(self, bins: jax.Array, genre: jax.Array | None = None) -> jax.Array:
         """Outputs (B, L, out) float32; output t predicts bins[:, t + 1]. Concrete inputs
@@ -439,7 +454,7 @@ class WaveNet(nnx.Module):
         cfg = self.cfg
         if cfg.head == "mol":
             return losses.mol_nll_bits(outputs, targets, cfg.num_classes, cfg.num_mixtures,
-                                       cfg.log_scale_min)
+                                       cfg.mol_log_scale_min)
         return losses.softmax_cross_entropy_bits(outputs, targets)
 
 
