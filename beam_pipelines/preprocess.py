@@ -153,8 +153,12 @@ def run(argv: list[str] | None = None) -> int:
     try:
         pipeline = beam.Pipeline(options=options)
         build(pipeline, songs, spec, staging, args, fetch_cfg)
-        state = pipeline.run()
-        state.wait_until_finish()
+        try:
+            state = pipeline.run()
+            state.wait_until_finish()
+        except Exception as e:  # the runner or cluster failed: nothing is put in place
+            log.error("the pipeline failed on %s: %s", _runner_name(options), _one_line(e))
+            return 1
         _log_metrics(state)
         summary = finalize(out, staging, spec, songs, args, time.time() - t0, report)
     finally:
@@ -311,6 +315,19 @@ def _log_metrics(result):
     for c in counters:
         totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
     log.info("metrics: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
+
+
+def _runner_name(options) -> str:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    return (runner if isinstance(runner, str) else type(runner).__name__).rsplit(".", 1)[-1]
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one readable line: its type and the first line of its message."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else '(no message)'}"[:500]
 
 
 def _by_id(r):
