@@ -16,15 +16,15 @@ pipeline wrong in four ways, each fixed here (everything else is Beam's own):
    `Item` the consuming task depends on: computed once, on the cluster, then passed in.
 4. Outputs emitted in `finish_bundle` were dropped. Here they are kept.
 
+GroupByKey shuffles through a few partitions (twice the cluster's threads), and
 Create's default partitioning (128 elements per partition) would put a small corpus of
 songs into one task on one worker; here each element is its own partition unless
 --dask_npartitions / --dask_partition_size say otherwise (songs are heavy elements).
-
-Worker processes must run with the same PYTHONHASHSEED (dask's bag groupby partitions by
-`hash()`); scripts/cluster.sh sets it.
 """
 
 from __future__ import annotations
+
+import functools
 
 from apache_beam import pvalue
 from apache_beam.pipeline import PipelineVisitor
@@ -67,7 +67,23 @@ class _Receivers(dict):
         return self[tag]
 
 
-def _run_bundle(items, fn, label, args, kwargs, window_fn, side_specs, *side_values):
+def _map_partitions(func, bag, items, label):
+    """func(partition, *items) per partition of `bag`, each task depending on the items'
+    single keys. (Bag.map_partitions given Items copies their whole graphs, under new
+    names, into the result: the upstream DoFns would run again, once per copy.)"""
+    import uuid
+
+    from dask.bag import Bag
+    from dask.highlevelgraph import HighLevelGraph
+
+    name = f"{label.replace('/', '.')}-{uuid.uuid4().hex}"
+    layer = {(name, i): (func, (bag.name, i), *[item.key for item in items])
+             for i in range(bag.npartitions)}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[bag, *items])
+    return Bag(graph, name, bag.npartitions)
+
+
+def _run_bundle(items, *side_values, fn, label, args, kwargs, window_fn, side_specs):
     """One dask partition through a DoFn: setup, start, process, finish, teardown."""
     from apache_beam import DoFn
     from apache_beam.runners.common import (DoFnContext, DoFnInvoker, DoFnSignature,
@@ -90,11 +106,30 @@ def _run_bundle(items, fn, label, args, kwargs, window_fn, side_specs, *side_val
         user_state_context=None, bundle_finalizer_param=DoFn.BundleFinalizerParam())
     invoker.invoke_setup()
     invoker.invoke_start_bundle()
+    n = 0
     for item in items:
         invoker.invoke_process(te.get_windowed_value(item, window_fn))
+        n += 1
     invoker.invoke_finish_bundle()  # before collecting: its outputs count too
     invoker.invoke_teardown()
+    _count_on_worker(label, n)
     return out
+
+
+def _count_on_worker(label, n):
+    """Elements each transform processed on this worker: `dask_worker.beam_elements`
+    (read with `Client.run`), the record of where the work ran."""
+    from collections import Counter
+
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not on a dask worker
+        return
+    if not hasattr(worker, "beam_elements"):
+        worker.beam_elements = Counter()
+    worker.beam_elements[label] += n
 
 
 def _whole(bag):
@@ -114,11 +149,14 @@ class DaskRunner(beam_dask.DaskRunner):
         bag_kwargs = beam_dask.DaskOptions._extract_bag_kwargs(dask_options)
         client = ddist.Client(**dask_options)
         pipeline.replace_all(dask_overrides())
-        visitor = _BagVisitor(bag_kwargs)
+        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+        visitor = _BagVisitor(bag_kwargs, max(1, 2 * threads))
         pipeline.visit(visitor)
         leaves = [bag for pcoll, bag in visitor.bags.items()
                   if pcoll not in visitor.consumed]
-        futures = client.compute(list(dask.optimize(*leaves)))
+        # No graph optimisation: its task fusion recomputes shared partitions (a DoFn with
+        # side effects ran once per consumer).
+        futures = client.compute(leaves, optimize_graph=False)
         return _Result(client, futures)
 
 
@@ -133,8 +171,9 @@ class _Result(beam_dask.DaskRunnerResult):
 class _BagVisitor(PipelineVisitor):
     """Beam transforms -> dask bags, one bag per PCollection."""
 
-    def __init__(self, bag_kwargs):
+    def __init__(self, bag_kwargs, shuffle_partitions):
         self.bag_kwargs = bag_kwargs
+        self.shuffle_partitions = shuffle_partitions
         self.bags: dict = {}
         self.consumed: set = set()
 
@@ -147,6 +186,9 @@ class _BagVisitor(PipelineVisitor):
         cls = node.transform.__class__
         if cls is te.apache_beam.ParDo:
             self._pardo(node, in_bags[0], sides)
+            return
+        if cls is te._GroupByKeyOnly:
+            self.bags[node.outputs[None]] = self._group(in_bags[0])
             return
         op_class = {te._Create: _Create}.get(cls) or te.TRANSLATIONS.get(cls, te.NoOp)
         op = op_class(node, bag_kwargs=self.bag_kwargs)
@@ -164,10 +206,30 @@ class _BagVisitor(PipelineVisitor):
         window_fn = getattr(getattr(main_input, "windowing", None), "windowfn", None)
         side_specs = [(type(si), si._view_options(), si._window_mapping_fn) for si in sides]
         side_items = [_whole(self.bags[si.pvalue]) for si in sides]
-        tagged = in_bag.map_partitions(_run_bundle, transform.fn, transform.label, args,
-                                       kwargs, window_fn, side_specs, *side_items)
+        bundle = functools.partial(_run_bundle, fn=transform.fn, label=node.full_label,
+                                   args=args, kwargs=kwargs, window_fn=window_fn,
+                                   side_specs=side_specs)
+        tagged = _map_partitions(bundle, in_bag, side_items, node.full_label)
         for tag, out in node.outputs.items():  # the main output's tag is None
             self.bags[out] = tagged.filter(_has_tag(tag)).map(_value)
+
+
+    def _group(self, bag):
+        """GroupByKey: few partitions in the shuffle (one per song would make a task
+        shuffle of thousands of tiny tasks)."""
+        n = self.shuffle_partitions
+        if bag.npartitions > n:
+            bag = bag.repartition(n)
+        return bag.groupby(_key, npartitions=n, shuffle="tasks").map(_key_and_values)
+
+
+def _key(item):
+    return item[0]
+
+
+def _key_and_values(item):
+    key, values = item
+    return key, [te.defenestrate(v[1]) for v in values]
 
 
 def _has_tag(tag):

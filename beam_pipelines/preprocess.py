@@ -325,9 +325,22 @@ def _runner_name(options) -> str:
 
 
 def _one_line(e: BaseException) -> str:
-    """An exception as one readable line: its type and the first line of its message."""
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else '(no message)'}"[:500]
+    """An exception as one readable line: its type and message, and those of its root
+    cause (a cluster wraps the real error in its own)."""
+    def line(x):
+        text = " ".join(l.strip() for l in str(x).splitlines() if l.strip())
+        if len(text) > 300:
+            text = text[:297] + "..."
+        return f"{type(x).__name__}: {text or '(no message)'}"
+
+    root, seen = e, {id(e)}
+    while (root.__cause__ or root.__context__) is not None and \
+            id(root.__cause__ or root.__context__) not in seen:
+        root = root.__cause__ or root.__context__
+        seen.add(id(root))
+    if root is e or not str(root).strip():  # a bare cause (e.g. a cancellation) says nothing
+        return line(e)
+    return f"{line(e)} (caused by {line(root)})"
 
 
 def _by_id(r):

@@ -104,8 +104,6 @@ dask_start() {
     stop_all  # leftovers of a half-started cluster
     "$VENV/bin/python" -c 'import distributed' 2>/dev/null || make -C "$ROOT" cluster-deps >&2
     export PATH="$VENV/bin:$PATH"
-    # dask's bag groupby partitions by hash(): every worker needs the same string hashes.
-    export PYTHONHASHSEED=0
     launch scheduler "$DIR/scheduler.log" "$VENV/bin/dask" scheduler --host 127.0.0.1 \
         --port "$DASK_PORT" --dashboard-address "127.0.0.1:$DASK_DASHBOARD_PORT"
     local i
