@@ -16,10 +16,11 @@ pipeline wrong in four ways, each fixed here (everything else is Beam's own):
    `Item` the consuming task depends on: computed once, on the cluster, then passed in.
 4. Outputs emitted in `finish_bundle` were dropped. Here they are kept.
 
-GroupByKey shuffles through a few partitions (twice the cluster's threads), and
-Create's default partitioning (128 elements per partition) would put a small corpus of
-songs into one task on one worker; here each element is its own partition unless
---dask_npartitions / --dask_partition_size say otherwise (songs are heavy elements).
+Fewer tasks: Create puts each element in its own partition (one task per song
+balances the heavy work; Beam's default of 128 elements per partition would put a small
+corpus in one task on one worker) unless --dask_npartitions / --dask_partition_size say
+otherwise; a ParDo's outputs and GroupByKey's shuffle then use a few partitions (twice
+the cluster's threads) for the many small elements that follow.
 """
 
 from __future__ import annotations
@@ -210,6 +211,10 @@ class _BagVisitor(PipelineVisitor):
                                    args=args, kwargs=kwargs, window_fn=window_fn,
                                    side_specs=side_specs)
         tagged = _map_partitions(bundle, in_bag, side_items, node.full_label)
+        if tagged.npartitions > self.shuffle_partitions:
+            # One task per input element (a song) balances the heavy work; after it, the
+            # many small elements go on in a few partitions (fewer, larger tasks).
+            tagged = tagged.repartition(self.shuffle_partitions)
         for tag, out in node.outputs.items():  # the main output's tag is None
             self.bags[out] = tagged.filter(_has_tag(tag)).map(_value)
 

@@ -5,6 +5,8 @@
 Runs, each in its own process (so each gets a fresh allocator and JAX runtime):
 - experiments.bench.pipeline: pipeline ms/song against its bare floor, peak memory for a
   1-hour WAV against a 30 s clip, zip/HTTP/folder sources with 1 and 2 workers;
+- experiments.bench.cluster: songs/s, marginal and fixed cost per run of the pipeline
+  on the loopback dask cluster (2 workers) against the local runner (2 workers);
 - experiments.bench.train: training samples/s and FLOP/s against the matmul peak
   (small and medium, batch 8 x 8,000);
 - experiments.bench.generate: generation samples/s at batch 1 and 16, cached/naive ratio.
@@ -22,7 +24,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCHES = ("pipeline", "train", "generate")
+BENCHES = ("pipeline", "cluster", "train", "generate")
 
 
 def run_bench(name: str, quick: bool) -> tuple[dict, float]:
@@ -58,6 +60,18 @@ def table(r: dict) -> list[tuple[str, str, str]]:
                          f"({s[key]['marginal_ms_per_song']:.1f} ms/song marginal)", ""))
         rows.append(("sources: zip / folder marginal cost", f"{s['zip_over_folder']:.2f}x",
                      "<= 1.2x"))
+    k = r.get("cluster")
+    if k:
+        for key, label in (("local_2w", "local runner, 2 workers"),
+                           ("dask_2w", "dask cluster, 2 workers")):
+            c = k[key]
+            rows.append((f"cluster: {k['songs_large']} songs (30 s stereo mp3), {label}",
+                         f"{c['songs_per_s']:.2f} songs/s, {c['marginal_ms_per_song']:.1f} "
+                         f"ms/song marginal, {c['fixed_s']:.1f} s fixed", ""))
+        rows.append(("cluster: dask / local marginal cost per song",
+                     f"{k['dask_over_local_marginal']:.2f}x", "<= 1.5x"))
+        rows.append(("cluster: Spark (2 workers), Flink (2 slots)", "not measured",
+                     "job servers not served (docs/cluster.md)"))
     t = r.get("train")
     if t:
         rows.append(("train: fp32 matmul peak", f"{t['matmul_peak']['gflops']:.0f} GFLOP/s",
