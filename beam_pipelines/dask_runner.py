@@ -16,6 +16,9 @@ pipeline wrong in four ways, each fixed here (everything else is Beam's own):
    `Item` the consuming task depends on: computed once, on the cluster, then passed in.
 4. Outputs emitted in `finish_bundle` were dropped. Here they are kept.
 
+Like Beam's, it runs batch pipelines in the global window (elements carry no windows or
+timestamps between transforms), without state, timers or metrics.
+
 Fewer tasks: Create puts each element in its own partition (one task per song
 balances the heavy work; Beam's default of 128 elements per partition would put a small
 corpus in one task on one worker) unless --dask_npartitions / --dask_partition_size say
@@ -142,7 +145,6 @@ class DaskRunner(beam_dask.DaskRunner):
     """Executes a pipeline on a dask.distributed cluster (see the module docstring)."""
 
     def run_pipeline(self, pipeline, options):
-        import dask
         import dask.distributed as ddist
 
         dask_options = options.view_as(beam_dask.DaskOptions).get_all_options(
@@ -163,10 +165,11 @@ class DaskRunner(beam_dask.DaskRunner):
 
 class _Result(beam_dask.DaskRunnerResult):
     def wait_until_finish(self, duration=None):
-        state = super().wait_until_finish(duration)
-        if state == PipelineState.DONE:
-            self.client.close()
-        return state
+        try:
+            return super().wait_until_finish(duration)
+        finally:
+            if self._state in (PipelineState.DONE, PipelineState.FAILED):
+                self.client.close()
 
 
 class _BagVisitor(PipelineVisitor):
@@ -217,7 +220,6 @@ class _BagVisitor(PipelineVisitor):
             tagged = tagged.repartition(self.shuffle_partitions)
         for tag, out in node.outputs.items():  # the main output's tag is None
             self.bags[out] = tagged.filter(_has_tag(tag)).map(_value)
-
 
     def _group(self, bag):
         """GroupByKey: few partitions in the shuffle (one per song would make a task
