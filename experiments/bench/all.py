@@ -70,6 +70,8 @@ def table(r: dict) -> list[tuple[str, str, str]]:
                          f"ms/song marginal, {c['fixed_s']:.1f} s fixed", ""))
         rows.append(("cluster: dask / local marginal cost per song",
                      f"{k['dask_over_local_marginal']:.2f}x", "<= 1.5x"))
+        rows.append(("cluster: peak RSS per dask worker",
+                     ", ".join(f"{mb} MB" for mb in k["dask_worker_peak_rss_mb"]), ""))
         rows.append(("cluster: Spark (2 workers), Flink (2 slots)", "not measured",
                      "job servers not served (docs/cluster.md)"))
     t = r.get("train")

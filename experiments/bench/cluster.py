@@ -55,6 +55,19 @@ def run(folder: str, out: str, flags: list[str]) -> float:
     return wall
 
 
+def worker_peak_rss_mb(cluster_dir: str) -> list[int]:
+    """Peak resident memory (VmHWM) of each running dask worker process, in MB."""
+    peaks = []
+    folder = os.path.join(cluster_dir, "dask")
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("worker") and name.endswith(".pid"):
+            with open(os.path.join(folder, name)) as f, \
+                    open(f"/proc/{f.read().strip()}/status") as status:
+                kb = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+            peaks.append(round(kb / 1024))
+    return peaks
+
+
 def best_of(repeats: int, folder: str, out: str, flags: list[str]) -> float:
     return min(run(folder, out, flags) for _ in range(repeats))
 
@@ -100,6 +113,7 @@ def main(argv=None):
             # The first job on fresh workers also imports the pipeline's modules there.
             first_job_s = run(folders[n_small], out, flags)
             dask = {n: best_of(args.repeats, folders[n], out, flags) for n in folders}
+            worker_peak_mb = worker_peak_rss_mb(env["WAVEGEN_CLUSTER_DIR"])
         finally:
             subprocess.run([CLUSTER_SH, "dask", "stop"], env=env, capture_output=True)
     finally:
@@ -109,6 +123,7 @@ def main(argv=None):
            "dask_2w": costs(dask, n_small, n_large),
            "dask_cluster_start_s": round(cluster_start_s, 2),
            "dask_first_job_small_s": round(first_job_s, 2), "repeats": args.repeats,
+           "dask_worker_peak_rss_mb": worker_peak_mb,
            "spark_2w": NOT_MEASURED, "flink_2slots": NOT_MEASURED}
     res["dask_over_local_marginal"] = round(res["dask_2w"]["marginal_ms_per_song"]
                                             / res["local_2w"]["marginal_ms_per_song"], 2)
@@ -119,6 +134,7 @@ def main(argv=None):
     print(f"dask cluster start-up (once): {res['dask_cluster_start_s']} s; first job on "
           f"fresh workers ({n_small} songs): {res['dask_first_job_small_s']} s; marginal cost "
           f"dask / local: {res['dask_over_local_marginal']}x (goal <= 1.5x)")
+    print(f"peak RSS per dask worker after all runs: {worker_peak_mb} MB")
     print(f"spark, flink: {NOT_MEASURED}")
     if args.json:
         with open(args.json, "w") as f:
