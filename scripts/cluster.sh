@@ -11,8 +11,9 @@
 # dask: a dask.distributed scheduler and WAVEGEN_DASK_WORKERS worker processes (1 thread
 # each) started from the project's .venv, run through beam_pipelines.dask_runner.
 # spark, flink: refused. Beam's Spark and Flink job servers (the Java side of those
-# runners) are not served by the Maven Central this project can reach for apache-beam
-# 2.77.0, the pinned SDK; see docs/cluster.md for the details and for real clusters.
+# runners) are not served by the Maven Central this project can reach for the pinned
+# apache-beam (scripts/probe-job-servers.sh asks); docs/cluster.md has the details and
+# recipes for real clusters.
 #
 # Logs and pid files: $WAVEGEN_CLUSTER_DIR/<name>/ (default .cluster/<name>/).
 # Ports (override if taken): WAVEGEN_DASK_PORT (18786), WAVEGEN_DASK_DASHBOARD_PORT (18787).
@@ -33,8 +34,10 @@ die() { echo "cluster.sh: $*" >&2; exit 2; }
 usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 refused() {  # spark | flink
+    local beam
+    beam="$(sed -n 's/^apache-beam==//p' "$ROOT/requirements.lock")"
     die "$1 is not available here: Maven Central serves no Beam $1 job server for" \
-        "apache-beam 2.77.0 (see docs/cluster.md); use 'dask'"
+        "apache-beam $beam (scripts/probe-job-servers.sh; see docs/cluster.md); use 'dask'"
 }
 
 # --- process bookkeeping -------------------------------------------------------------

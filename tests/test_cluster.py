@@ -116,6 +116,8 @@ def dask_cluster(tmp_path_factory):
         while any(alive(p) for p in c.pids) and time.time() < deadline:
             time.sleep(0.2)
         assert not any(alive(p) for p in c.pids), "cluster.sh stop left processes running"
+        assert cluster("status", c.env).returncode == 1
+        assert cluster("stop", c.env).returncode == 0  # idempotent
 
 
 def preprocess(corpus, out, *flags):
@@ -227,3 +229,12 @@ def test_a_job_that_fails_on_the_cluster_fails_in_one_line_and_leaves_no_dataset
     assert "wavegen is broken on this worker" in errors[0]
     assert "Traceback" not in res.stderr
     assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("name", ["spark", "flink"])
+def test_spark_and_flink_are_refused_in_one_line(name, tmp_path):
+    res = subprocess.run([CLUSTER_SH, name, "start"], capture_output=True, text=True,
+                         env=dict(os.environ, WAVEGEN_CLUSTER_DIR=str(tmp_path)))
+    assert res.returncode == 2 and res.stdout == ""
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "Maven Central" in res.stderr and "docs/cluster.md" in res.stderr
