@@ -8,7 +8,7 @@ pipeline command, each configuration on N_SMALL and N_LARGE songs (40 and 200):
 - dask: the loopback cluster of scripts/cluster.sh (scheduler + 2 one-thread workers),
   started once beforehand (its start-up is reported on its own), and given one untimed
   job first (fresh workers import the pipeline's modules on their first job; reported).
-Each point is the fastest of --repeats runs (2).
+Local and cluster runs alternate; each point is the fastest of --repeats runs (3).
 songs/s = N_LARGE / wall; marginal cost per song = (wall_large - wall_small) /
 (N_LARGE - N_SMALL); fixed cost of a run = wall_small - N_SMALL * marginal (the command's
 start-up, the job's submission and its final steps). Goal: the cluster's marginal cost per
@@ -68,10 +68,6 @@ def worker_peak_rss_mb(cluster_dir: str) -> list[int]:
     return peaks
 
 
-def best_of(repeats: int, folder: str, out: str, flags: list[str]) -> float:
-    return min(run(folder, out, flags) for _ in range(repeats))
-
-
 def costs(walls: dict, n_small: int, n_large: int) -> dict:
     marginal = (walls[n_large] - walls[n_small]) / (n_large - n_small)
     return {"wall_small_s": round(walls[n_small], 2), "wall_large_s": round(walls[n_large], 2),
@@ -84,7 +80,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="10 and 40 songs")
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--repeats", type=int, default=2, help="runs per point; the fastest counts")
+    p.add_argument("--repeats", type=int, default=3, help="runs per point; the fastest counts")
     args = p.parse_args(argv)
     n_small, n_large = (10, 40) if args.quick else (40, 200)
     work = tempfile.mkdtemp(prefix="wavegen-bench-cluster-")
@@ -100,8 +96,6 @@ def main(argv=None):
             for path in mp3s[:n]:
                 os.link(path, os.path.join(folders[n], os.path.basename(path)))
         out = os.path.join(work, "out")
-        local = {n: best_of(args.repeats, folders[n], out, ["--direct_num_workers=2"])
-                 for n in folders}
         t0 = time.perf_counter()
         start = subprocess.run([CLUSTER_SH, "dask", "start"], env=env, capture_output=True,
                                text=True)
@@ -112,7 +106,15 @@ def main(argv=None):
             flags = start.stdout.strip().splitlines()[-1].split()
             # The first job on fresh workers also imports the pipeline's modules there.
             first_job_s = run(folders[n_small], out, flags)
-            dask = {n: best_of(args.repeats, folders[n], out, flags) for n in folders}
+            # Local and cluster runs interleaved, so a change in the machine's load
+            # (shared machines) hits both alike; the fastest of the repeats counts.
+            local, dask = {}, {}
+            for _ in range(args.repeats):
+                for n in folders:
+                    wall = run(folders[n], out, ["--direct_num_workers=2"])
+                    local[n] = min(wall, local.get(n, wall))
+                    wall = run(folders[n], out, flags)
+                    dask[n] = min(wall, dask.get(n, wall))
             worker_peak_mb = worker_peak_rss_mb(env["WAVEGEN_CLUSTER_DIR"])
         finally:
             subprocess.run([CLUSTER_SH, "dask", "stop"], env=env, capture_output=True)
