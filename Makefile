@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench lock clean
+.PHONY: setup cluster-deps test demo cluster-demo bench lock clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,16 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
 	@touch $(STAMP)
 
-test: setup
+# What the loopback cluster needs (scripts/cluster.sh; tests marked `cluster`): dask and
+# distributed from PyPI, pinned in the `cluster` extra and requirements.lock.
+CLUSTER_STAMP := $(VENV)/.cluster-installed
+cluster-deps: $(CLUSTER_STAMP)
+
+$(CLUSTER_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,cluster]'
+	@touch $(CLUSTER_STAMP)
+
+test: setup cluster-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The whole system on an embedded corpus (or SONGS=... METADATA=... for real data).
@@ -33,16 +42,21 @@ demo: setup
 		$(if $(METADATA),--metadata $(METADATA)) $(if $(STEPS),--steps $(STEPS)) \
 		$(if $(MINUTES),--minutes $(MINUTES))
 
+# Start the loopback cluster, run the pipeline on the demo corpus there and locally,
+# compare the datasets, stop the cluster.
+cluster-demo: setup cluster-deps
+	$(PY) -m experiments.cluster_demo --dir cluster-demo
+
 # Every benchmark, one table, also written as JSON (bench_results/bench.json).
-bench: setup
+bench: setup cluster-deps
 	$(PY) -m experiments.bench.run_all --json bench_results/bench.json
 
 # Re-pin the whole environment after changing pyproject.toml's direct pins.
 lock:
 	rm -rf /tmp/wavegen-lock && $(PYTHON) -m venv /tmp/wavegen-lock
 	/tmp/wavegen-lock/bin/pip install --quiet --upgrade pip
-	/tmp/wavegen-lock/bin/pip install --quiet -e '.[test]'
+	/tmp/wavegen-lock/bin/pip install --quiet -e '.[test,cluster]'
 	/tmp/wavegen-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .cluster

@@ -35,6 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines import output_folder
 from beam_pipelines.transforms import Preprocess, shard_filename
 from wavegen.data import audio
+from wavegen.data.errors import one_line
 from wavegen.data.dataset import FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features
 from wavegen.ingest import fetch
 from wavegen.ingest import fma_metadata as fma
@@ -44,6 +45,10 @@ from wavegen.ingest import tfrecord_framing as tfrecord
 from wavegen.ingest.song_chunks import ChunkingConfig
 
 log = logging.getLogger("wavegen.pipeline")
+
+
+class PipelineFailed(RuntimeError):
+    """The runner or the cluster failed the job; the output folder is left as it was."""
 
 
 
@@ -217,6 +222,9 @@ def _run_locked(plan: Plan, args, options, out: str) -> int:
     FileSystems.mkdirs(staging)
     try:
         summary = _run_pipeline(plan, args, options, out, staging)
+    except PipelineFailed as e:
+        log.error("%s", e)
+        return 1
     finally:
         output_folder.remove_scratch(staging)  # kept while a journal needs it
     return _report(summary, plan, args, out)
@@ -232,8 +240,12 @@ def _run_pipeline(plan: Plan, args, options, out: str, staging: str) -> dict:
     t0 = time.time()
     pipeline = beam.Pipeline(options=options)
     build(pipeline, plan, staging, args)
-    state = pipeline.run()
-    state.wait_until_finish()
+    try:
+        state = pipeline.run()
+        state.wait_until_finish()
+    except Exception as e:  # the runner or the cluster failed: nothing is put in place
+        raise PipelineFailed(f"the pipeline failed on {_runner_name(options)}: "
+                             f"{_error_with_cause(e)}") from e
     _log_metrics(state)
     return finalize(out, staging, spec, plan.songs, args, time.time() - t0, plan.report)
 
@@ -389,6 +401,30 @@ def _log_metrics(result):
     for c in counters:
         totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
     log.info("metrics: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
+
+
+def _runner_name(options) -> str:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    return (runner if isinstance(runner, str) else type(runner).__name__).rsplit(".", 1)[-1]
+
+
+def _error_with_cause(e: BaseException) -> str:
+    """An exception as one readable line: its type and message, and those of its root
+    cause (a cluster wraps the real error in its own)."""
+    def line(x):
+        text = one_line(x)
+        return f"{type(x).__name__}: {text[:297] + '...' if len(text) > 300 else text}"
+
+    root, seen = e, {id(e)}
+    while (root.__cause__ or root.__context__) is not None and \
+            id(root.__cause__ or root.__context__) not in seen:
+        root = root.__cause__ or root.__context__
+        seen.add(id(root))
+    if root is e or not str(root).strip():  # a bare cause (e.g. a cancellation) says nothing
+        return line(e)
+    return f"{line(e)} (caused by {line(root)})"
 
 
 def _by_id(r):

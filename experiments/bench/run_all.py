@@ -5,6 +5,8 @@
 Runs, each in its own process (so each gets a fresh allocator and JAX runtime):
 - experiments.bench.bench_pipeline: pipeline ms/song against its bare floor, peak memory for a
   1-hour WAV against a 30 s clip, zip/HTTP/folder sources with 1 and 2 workers;
+- experiments.bench.bench_cluster: songs/s, marginal and fixed cost per run of the pipeline
+  on the loopback dask cluster (2 workers) against the local runner (2 workers);
 - experiments.bench.bench_training: training samples/s and FLOP/s against the matmul peak
   (small and medium, batch 8 x 8,000);
 - experiments.bench.bench_generation: generation samples/s at batch 1 and 16, cached/naive ratio.
@@ -58,8 +60,11 @@ def cpu_facts() -> dict:
                                    ("AVX-512 BF16", "avx512_bf16"), ("AMX", "amx_tile"))
            if flag in flags]
     return {"model": model, "extensions": ext, "cores": os.cpu_count()}
+
+
 # --only name -> module in this folder
-BENCHES = {"pipeline": "bench_pipeline", "train": "bench_training", "generate": "bench_generation"}
+BENCHES = {"pipeline": "bench_pipeline", "cluster": "bench_cluster", "train": "bench_training",
+           "generate": "bench_generation"}
 
 
 def run_bench(name: str, quick: bool) -> tuple[dict, float]:
@@ -96,6 +101,20 @@ def table(r: dict) -> list[tuple[str, str, str]]:
                          f"({s[key]['marginal_ms_per_song']:.1f} ms/song marginal)", ""))
         rows.append(("sources: zip / folder marginal cost", f"{s['zip_over_folder']:.2f}x",
                      "<= 1.2x"))
+    k = r.get("cluster")
+    if k:
+        for key, label in (("local_2w", "local runner, 2 workers"),
+                           ("dask_2w", "dask cluster, 2 workers")):
+            c = k[key]
+            rows.append((f"cluster: {k['songs_large']} songs (30 s stereo mp3), {label}",
+                         f"{c['songs_per_s']:.2f} songs/s, {c['marginal_ms_per_song']:.1f} "
+                         f"ms/song marginal, {c['fixed_s']:.1f} s fixed", ""))
+        rows.append(("cluster: dask / local marginal cost per song",
+                     f"{k['dask_over_local_marginal']:.2f}x", "<= 1.5x"))
+        rows.append(("cluster: peak RSS per dask worker",
+                     ", ".join(f"{mb} MB" for mb in k["dask_worker_peak_rss_mb"]), ""))
+        rows.append(("cluster: Spark (2 workers), Flink (2 slots)", "not measured",
+                     "job servers not served (docs/cluster.md)"))
     t = r.get("train")
     if t:
         rows.append(("train: fp32 matmul peak (measured in this run)",
