@@ -23,7 +23,7 @@ from helpers import tone, write_audio
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLUSTER_SH = os.path.join(ROOT, "scripts", "cluster.sh")
 ARGS = ["--chunk_seconds=0.5", "--context_samples=1000", "--genre_from=folder",
         "--split=train:0.6,validation:0.2,test:0.2"]

@@ -16,7 +16,7 @@ import soundfile as sf
 from helpers import write_audio
 from wavegen.data import synth
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLE = [sys.executable, os.path.join(ROOT, "experiments", "sample.py")]
 TRAIN = [sys.executable, os.path.join(ROOT, "experiments", "train.py")]
 

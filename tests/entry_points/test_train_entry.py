@@ -16,7 +16,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from experiments import hydra_schema as schema
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "configs")
 TRAIN = [sys.executable, os.path.join(ROOT, "experiments", "train.py")]
 COMPARED = ("step", "train_bits", "lr", "grad_norm", "val_bits", "unigram_bits")

@@ -18,7 +18,7 @@ from wavegen.data import audio
 from wavegen.ingest import song_chunks as preprocess
 from wavegen.data.dataset import load_dataset_spec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHUNK_ARGS = ["--chunk_seconds=0.5", "--context_samples=1000",
               "--split=train:0.6,validation:0.2,test:0.2", "--genre_from=folder"]
 GOOD = {  # song id: (sample rate, channels, seconds, format extension)

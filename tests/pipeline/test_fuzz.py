@@ -22,7 +22,7 @@ from helpers import FORMATS, tone
 from songserver import serve
 from wavegen.ingest import song_chunks as sc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEED = int(os.environ.get("WAVEGEN_FUZZ_SEED", random.SystemRandom().randrange(2**31)))
 
 

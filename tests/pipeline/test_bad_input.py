@@ -20,7 +20,7 @@ from wavegen.ingest import fetch
 from wavegen.ingest import song_chunks as sc
 from wavegen.ingest import sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=3000,
                    context_samples=500)
 SMALL = ["--chunk_seconds=0.2", "--context_samples=200", "--split=train:1"]

@@ -18,7 +18,7 @@ from wavegen.training import evaluation
 from wavegen.training import loop
 from wavegen.training import steps as wt
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EVALUATE = [sys.executable, os.path.join(ROOT, "experiments", "evaluate.py")]
 
 

@@ -12,7 +12,7 @@ from wavegen.data import audio
 from wavegen.ingest import song_chunks as preprocess
 from wavegen.data.dataset import DatasetSpec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _centroid_hz(x, sr):

@@ -26,7 +26,7 @@ from wavegen.model import wavenet as wm
 from wavegen.training import steps as wt
 from wavegen.data.dataset import DatasetSpec, open_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def spec(context=4096, bits=8, genres=("unknown",)):

@@ -13,7 +13,7 @@ import pytest
 from beam_pipelines import output_folder as of
 from helpers import run_pipeline, tone, write_audio
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = ["--chunk_seconds=0.2", "--context_samples=200"]
 
 
