@@ -2,11 +2,13 @@
 
     .venv/bin/python experiments/sample.py checkpoint=RUN_DIR [step=latest|best|N] \
         seconds=4 num_samples=4 temperature=1.0 [genre=NAME] \
-        [prime=SONG_FILE prime_seconds=1] [seed=0] [use_ema=true] output_dir=DIR
+        [prime=SONG_FILE prime_seconds=1] [seed=0] [use_ema=true|false] \
+        [data_dir=DATASET] output_dir=DIR
 
 Writes DIR/sample_000.wav ... (16-bit PCM at the dataset's sample rate), a spectrogram
 PNG for each, DIR/samples.json (settings, checkpoint step, samples_per_s) and
-DIR/index.html, a listening page that opens from disk.
+DIR/index.html, a listening page that opens from disk (with a real validation song of
+each genre, reference_000.wav ..., when the run's dataset is at hand).
 """
 
 import logging
@@ -39,10 +41,16 @@ def main(cfg: DictConfig) -> None:
     except sampler.SamplingError as e:
         log.error("%s", e)
         sys.exit(1)
-    log.info("%d samples of %.1f s from step %d at %.0f samples/s -> %s",
+    log.info("%d streams of %.1f s from step %d (%s) at %.0f samples/s -> %s",
              result["num_streams"], result["samples_per_stream"] / result["sample_rate"],
-             result["checkpoint_step"], result["samples_per_s"],
-             cfg.output_dir + "/index.html")
+             result["checkpoint_step"], "EMA" if result["use_ema"] else "as trained",
+             result["samples_per_s"], cfg.output_dir + "/index.html")
+    check = result.get("genre_check") or {}
+    if check.get("samples_accuracy") is not None:
+        log.info("genre check: the classifier names the genre of %.0f%% of the samples' "
+                 "windows (real songs: %s, chance %.0f%%)", 100 * check["samples_accuracy"],
+                 "-" if check["real_accuracy"] is None
+                 else f"{100 * check['real_accuracy']:.0f}%", 100 * check["chance"])
 
 
 if __name__ == "__main__":

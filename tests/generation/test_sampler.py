@@ -101,7 +101,7 @@ def test_each_genre_primed_page_references_files_that_play_and_decode(trained, t
     out = tmp_path / "page"
     run(SAMPLE + [f"checkpoint={run_dir}", "step=best", "seconds=0.3", "num_samples=1",
                   "each_genre=true", f"prime={prime}", "prime_seconds=0.5", "use_ema=true",
-                  f"output_dir={out}"])
+                  "references=false", f"output_dir={out}"])
     meta = json.loads((out / "samples.json").read_text())
     assert [s["genre"] for s in meta["samples"]] == ["ambient_pad", "piano_waltz",
                                                       "synth_techno"]
@@ -146,3 +146,171 @@ def test_errors_are_one_clear_line(trained, tmp_path):
         shutil.rmtree(broken / "checkpoints" / step / "meta", ignore_errors=True)
     res = run(SAMPLE + [f"checkpoint={broken}", f"output_dir={tmp_path}/o"], check=False)
     assert res.returncode == 1 and "no config" in res.output
+
+
+# --------------------------------------------------------------------------------------
+# Genres, EMA, references and the genre check (issue 12)
+
+
+def _meta(out):
+    return json.loads((out / "samples.json").read_text(encoding="utf-8"))
+
+
+def sample_here(run_dir, out, **kw):
+    """The sampling run in this process (faster than the command for many small runs)."""
+    from wavegen.generation import sampler
+
+    settings = dict(seconds=0.1, num_samples=1, references=False, genre_check=False,
+                    progress=False)
+    settings.update(kw)
+    return sampler.run_sampling(sampler.SampleConfig(checkpoint=str(run_dir),
+                                                     output_dir=str(out), **settings))
+
+
+@pytest.mark.slow
+def test_unset_genre_samples_every_trained_genre_and_untrained_is_refused(trained, tmp_path):
+    from wavegen.generation import sampler
+
+    _, run_dir = trained
+    result = sample_here(run_dir, tmp_path / "all", num_samples=2)
+    # Two streams per genre with training chunks; never the catch-all `unknown`.
+    assert [s["genre"] for s in result["samples"]] == [
+        g for g in ("ambient_pad", "piano_waltz", "synth_techno") for _ in range(2)]
+    with pytest.raises(sampler.SamplingError) as e:
+        sample_here(run_dir, tmp_path / "unknown", genre="unknown")
+    assert "genre 'unknown' has no training chunks" in str(e.value)
+    assert "'ambient_pad', 'piano_waltz', 'synth_techno'" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_the_ema_is_used_by_default_exactly_when_the_run_kept_one(trained, tmp_path):
+    _, run_dir = trained  # trained with optim.ema_decay=0.9
+    got = {}
+    for name, use_ema in (("default", None), ("ema", True), ("raw", False)):
+        result = sample_here(run_dir, tmp_path / name, genre="piano_waltz", use_ema=use_ema)
+        got[name] = (result["use_ema"], sf.read(tmp_path / name / "sample_000.wav")[0])
+    assert got["default"][0] is True and got["raw"][0] is False
+    np.testing.assert_array_equal(got["default"][1], got["ema"][1])
+    assert not np.array_equal(got["default"][1], got["raw"][1])
+
+
+@pytest.mark.slow
+def test_the_page_puts_a_real_song_beside_each_genre_and_checks_the_genre(trained, tmp_path):
+    data, run_dir = trained
+    out = tmp_path / "refs"
+    run(SAMPLE + [f"checkpoint={run_dir}", "seconds=1.0", "num_samples=1",
+                  f"output_dir={out}"])
+    meta = _meta(out)
+    refs = meta["references"]
+    assert refs, "the validation split has songs: there must be a reference"
+    sampled = {s["genre"] for s in meta["samples"]}
+    for r in refs:
+        assert r["genre"] in sampled and r["split"] == "validation"
+        x, sr = sf.read(out / r["wav"])
+        assert sr == 16000 and len(x) == 16000 and np.sqrt(np.mean(x ** 2)) > 1e-3
+        assert (out / r["png"]).stat().st_size > 5000
+    page = (out / "index.html").read_text(encoding="utf-8")
+    first = refs[0]
+    # The real song comes right before the first sample of its genre.
+    i_ref = page.index(f'src="{first["wav"]}"')
+    i_sample = page.index(next(f'src="{s["wav"]}"' for s in meta["samples"]
+                               if s["genre"] == first["genre"]))
+    assert i_ref < i_sample and "real validation song" in page
+    check = meta["genre_check"]
+    assert check["genres"] == ["ambient_pad", "piano_waltz", "synth_techno"]
+    assert check["real_accuracy"] == 1.0  # the synthesized styles are easy to tell apart
+    assert 0.0 <= check["samples_accuracy"] <= 1.0 and len(check["named"]) == 3
+    assert "genre check" in page
+
+
+# --------------------------------------------------------------------------------------
+# Bad input (issue 13)
+
+
+def _copy_run(run_dir, dest):
+    shutil.copytree(run_dir, dest)
+    return dest
+
+
+def _edit_meta(run_dir, edit):
+    for step in os.listdir(run_dir / "checkpoints"):
+        path = run_dir / "checkpoints" / step / "meta" / "metadata"
+        if path.exists():
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            edit(meta)
+            path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+
+WEIRD = ['a$^$b "q" <i>&amp;', "two\nlines", "ünï©ødé 音楽 " + "x" * 300]
+
+
+@pytest.mark.slow
+def test_genre_names_are_data_in_plots_json_and_page(trained, tmp_path):
+    """`$` (matplotlib mathtext), markup, quotes, a newline, Unicode and a long name are
+    carried intact through the spectrograms, samples.json and the listening page."""
+    _, run_dir = trained
+    weird = _copy_run(run_dir, tmp_path / "weird")
+
+    def rename(meta):
+        meta["dataset"]["genres"][:3] = WEIRD
+
+    _edit_meta(weird, rename)
+    out = tmp_path / "out"
+    res = run(SAMPLE + [f"checkpoint={weird}", "seconds=0.1", "num_samples=1",
+                        f"output_dir={out}"], check=False)
+    assert res.returncode == 0 and "Traceback" not in res.output, res.output[-3000:]
+    meta = _meta(out)
+    assert [s["genre"] for s in meta["samples"]] == WEIRD
+    assert meta["references"] and all(r["genre"] in WEIRD for r in meta["references"])
+    for s in meta["samples"]:
+        assert (out / s["png"]).stat().st_size > 5000
+    text = _Text()
+    text.feed((out / "index.html").read_text(encoding="utf-8"))
+    assert "i" not in text.tags  # `<i>` in a name is text, not a tag
+    for g in WEIRD:
+        assert f"genre: {g}" in text.data
+
+
+class _Text(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.data, self.tags = "", set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+
+    def handle_data(self, data):
+        self.data += data
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_does_not_match_its_config_is_refused_in_one_line(trained,
+                                                                            tmp_path):
+    from wavegen.generation import sampler
+
+    _, run_dir = trained
+    for field, value in (("residual_channels", 24), ("stacks", 3), ("genre_embed_dim", 8)):
+        bad = _copy_run(run_dir, tmp_path / f"bad_{field}")
+
+        def edit(meta, field=field, value=value):
+            meta["model_config"][field] = value
+
+        _edit_meta(bad, edit)
+        with pytest.raises(sampler.SamplingError, match="does not match its config") as e:
+            sampler.load(str(bad))
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_malformed_metrics_rows_are_skipped_by_the_listening_page(trained, tmp_path, caplog):
+    _, run_dir = trained
+    run_copy = _copy_run(run_dir, tmp_path / "metrics")
+    with open(run_copy / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 3, "train_bits": 7.9\n')  # cut off mid-write
+        f.write('not json at all\n[1, 2]\n{"train_bits": 1.0}\n{"step": "x"}\n')
+        f.write('{"step": 4, "val_bits": "NaN?"}\n')
+    out = tmp_path / "out"
+    sample_here(run_copy, out, genre="piano_waltz")
+    assert "skipped 5 malformed line(s)" in caplog.text
+    assert (out / "training_curve.png").stat().st_size > 5000

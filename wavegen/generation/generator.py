@@ -61,8 +61,9 @@ call, then scanning over the steps; no host round trip inside a call):
   of one long call (a script shows progress between chunks).
 - Precision. Generation computes in the model's compute dtype (`ModelConfig.dtype`), as
   training does: float32 by default (parameters are always float32); with bfloat16 the
-  caches and matmuls are bfloat16 and the outputs are cast to float32 before sampling.
-  On CPU float32 is the fast choice.
+  caches and the layers' matmul inputs are bfloat16, while the skip sum and the head are
+  float32 (the model's own rule, in `gated_residual` and `head`). On CPU float32 is the
+  fast choice.
 
 `naive_generate` is the reference: for every new sample one full forward pass of the
 model over the last receptive_field samples (the same silence before the song, keys and

@@ -22,7 +22,7 @@ import numpy as np
 
 from wavegen.data import audio
 from wavegen.data.dataset import UNKNOWN_GENRE, DatasetSpec
-from wavegen.generation import generator
+from wavegen.generation import generator, genre_check, references
 from wavegen.generation import listening_page as page
 from wavegen.model import wavenet as model_lib
 from wavegen.training import checkpoints as ckpt_lib
@@ -35,22 +35,28 @@ class SamplingError(ValueError):
     """A sampling request that cannot be served; the message is one clear line."""
 
 
+REFERENCE_SECONDS = 4.0  # at most this much of a real song per genre on the page
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
     checkpoint: str  # a training run directory (or its checkpoints/ folder)
     output_dir: str
     step: str = "latest"  # latest, best, or a step number
     seconds: float = 4.0
-    num_samples: int = 4  # streams (per genre with each_genre)
+    num_samples: int = 4  # streams (per genre when the genre is unset or each_genre)
     temperature: float = 1.0
-    genre: str | None = None  # one of the dataset's genre names
-    each_genre: bool = False  # num_samples streams for every genre of the dataset
+    genre: str | None = None  # one of the dataset's trained genre names
+    each_genre: bool = False  # num_samples streams for every trained genre
     prime: str | None = None  # an audio file to continue
     prime_seconds: float = 1.0
     seed: int = 0
-    use_ema: bool = False
+    use_ema: bool | None = None  # None: the EMA exactly when the run kept one
     chunk: int = 4000  # samples per stream per generation call (progress granularity)
     progress: bool = True
+    data_dir: str | None = None  # the run's dataset; None: data.dir of its config.yaml
+    references: bool = True  # a real validation song per genre on the page
+    genre_check: bool = True  # name the samples' genres with a classifier (samples.json)
 
     def __post_init__(self):
         if not (self.seconds > 0 and math.isfinite(self.seconds)):
@@ -76,6 +82,8 @@ class Loaded:
     spec: DatasetSpec
     step: int
     run_dir: str
+    meta: dict  # the checkpoint's run meta (model config, dataset, optimizer, stream)
+    use_ema: bool  # whether `params` are the EMA
 
 
 def _checkpoint_dir(path: str) -> tuple[str, str]:
@@ -89,8 +97,52 @@ def _checkpoint_dir(path: str) -> tuple[str, str]:
                         "holding checkpoints/")
 
 
-def load(run_path: str, step: str = "latest", use_ema: bool = False) -> Loaded:
-    """The model of a checkpoint, rebuilt from its saved config, with its parameters."""
+def _stored_arrays(ckpts: ckpt_lib.Checkpoints, n: int) -> dict[str, tuple]:
+    """Path -> (shape, dtype) of every array stored in checkpoint n's state, read from
+    its metadata (no array is loaded)."""
+    tree = ckpts.manager.item_metadata(n)["state"]
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_path(p): (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat
+            if hasattr(m, "shape")}
+
+
+def _path(keys) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                    for k in keys)
+
+
+def _check_stored(stored: dict[str, tuple], target, use_ema: bool, where: str) -> None:
+    """Refuses, in one line, a checkpoint whose stored parameters do not have the shapes
+    and dtypes that its model config builds - before anything is restored."""
+    part = "ema_params" if use_ema else "params"
+    want = {f"{part}/{_path(p)}": (tuple(x.shape), np.dtype(x.dtype)) for p, x in
+            jax.tree_util.tree_flatten_with_path(getattr(target, part))[0]}
+    for key, (shape, dtype) in want.items():
+        if key not in stored:
+            raise SamplingError(f"{where}: the stored state has no {key}, which its model "
+                                "config builds; the checkpoint does not match its config")
+        if stored[key] != (shape, dtype):
+            s_shape, s_dtype = stored[key]
+            raise SamplingError(f"{where}: {key} is stored as {s_shape} {s_dtype} but its "
+                                f"model config builds {shape} {dtype}; the checkpoint does "
+                                "not match its config")
+    extra = sorted(k for k in stored if k.startswith(part + "/") and k not in want)
+    if extra:
+        raise SamplingError(f"{where}: the stored state has {extra[0]}, which its model "
+                            "config does not build; the checkpoint does not match its config")
+
+
+def _kept_ema(meta: dict, stored: dict[str, tuple]) -> bool:
+    """Whether the run kept an EMA: its meta's `ema` flag; for runs that did not record
+    it, whether EMA arrays were stored."""
+    if "ema" in meta:
+        return bool(meta["ema"])
+    return any(k.startswith("ema_params/") for k in stored)
+
+
+def load(run_path: str, step: str = "latest", use_ema: bool | None = None) -> Loaded:
+    """The model of a checkpoint, rebuilt from its saved config, with its parameters
+    (the EMA when use_ema, or when use_ema is None and the run kept one)."""
     run_dir, ckpt_dir = _checkpoint_dir(run_path)
     ckpts = ckpt_lib.Checkpoints(ckpt_dir, create=False)
     try:
@@ -100,17 +152,22 @@ def load(run_path: str, step: str = "latest", use_ema: bool = False) -> Loaded:
             model_cfg = ckpt_lib.model_config_from_meta(meta)
             spec = ckpt_lib.dataset_spec_from_meta(meta)
             optim_cfg = train_lib.OptimConfig(**meta.get("optim", {}))
+            model_cfg = model_lib.for_dataset(model_cfg, spec)
         except (ckpt_lib.CheckpointError, TypeError, ValueError) as e:
             raise SamplingError(f"{ckpt_dir}: {e}") from e
-        graphdef, target = train_lib.create_train_state(model_cfg, optim_cfg)
-        if use_ema and target.ema_params is None:
+        stored = _stored_arrays(ckpts, n)
+        kept = _kept_ema(meta, stored)
+        if use_ema and not kept:
             raise SamplingError(f"{run_dir} kept no EMA of its parameters (trained with "
                                 "optim.ema_decay=0); use use_ema=false")
+        use_ema = kept if use_ema is None else bool(use_ema)
+        graphdef, target = train_lib.create_train_state(model_cfg, optim_cfg)
         target = jax.tree.map(np.asarray, target)
+        _check_stored(stored, target, use_ema, f"{ckpt_dir}/{n}")
         params = ckpts.restore_params(n, target, use_ema=use_ema)
     finally:
         ckpts.close()
-    return Loaded(graphdef, params, model_cfg, spec, n, run_dir)
+    return Loaded(graphdef, params, model_cfg, spec, n, run_dir, meta, use_ema)
 
 
 def prime_bins(path: str, spec: DatasetSpec, seconds: float) -> np.ndarray:
@@ -128,24 +185,65 @@ def prime_bins(path: str, spec: DatasetSpec, seconds: float) -> np.ndarray:
     return audio.quantize(x, spec.quantization, spec.bits).astype(np.int32)
 
 
-def _streams(cfg: SampleConfig, loaded: Loaded) -> list[str | None]:
-    """The genre of every stream (None for an unconditioned model)."""
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """The run's dataset, when it can be found: where, its splits, and the training
+    chunks per genre."""
+
+    data_dir: str
+    train_split: str
+    eval_split: str
+    trained: dict[str, int]  # genre -> training chunks
+
+
+def run_data(cfg: SampleConfig, loaded: Loaded) -> RunData | None:
+    """The run's dataset (data_dir, or data.dir of the run's config.yaml), or None with
+    a warning when it is not at hand: sampling still works, without the checks that
+    need it."""
+    section = references.run_data_section(loaded.run_dir)
+    data_dir = cfg.data_dir or section.get("dir")
+    if not data_dir or not os.path.isdir(data_dir):
+        log.warning("the run's dataset %s is not at hand (set data_dir=...): genres cannot "
+                    "be checked against the training chunks, and the page has no real "
+                    "songs to compare with", data_dir or "(unrecorded)")
+        return None
+    train_split = loaded.meta.get("stream", {}).get("train_split") \
+        or section.get("train_split") or "train"
+    eval_split = section.get("eval_split") or "validation"
+    try:
+        trained = references.genre_chunk_counts(data_dir, train_split, loaded.spec)
+    except references.ReferenceError as e:
+        raise SamplingError(str(e)) from e
+    return RunData(data_dir, train_split, eval_split, trained)
+
+
+def _streams(cfg: SampleConfig, loaded: Loaded, data: RunData | None) -> list[str | None]:
+    """The genre of every stream (None for an unconditioned model): the genre asked for,
+    or num_samples streams for each trained genre."""
     spec, conditioned = loaded.spec, bool(loaded.model_cfg.num_genres)
     if (cfg.genre is not None or cfg.each_genre) and not conditioned:
         raise SamplingError("this model was trained without genre conditioning; leave "
                             "genre unset")
-    if cfg.each_genre:
-        names = [g for g in spec.genres if g != UNKNOWN_GENRE] or list(spec.genres)
-        return [g for g in names for _ in range(cfg.num_samples)]
+    if not conditioned:
+        return [None] * cfg.num_samples
+    if data is not None:
+        trained = [g for g in spec.genres if data.trained.get(g, 0) > 0]
+    else:  # without the dataset: every genre but the catch-all label
+        trained = [g for g in spec.genres if g != UNKNOWN_GENRE] or list(spec.genres)
     if cfg.genre is not None:
         try:
             spec.genre_index(cfg.genre)
         except ValueError as e:
             raise SamplingError(str(e)) from e
+        if data is not None and cfg.genre not in trained:
+            raise SamplingError(f"genre {cfg.genre!r} has no training chunks in "
+                                f"{data.data_dir} (split {data.train_split}); the model "
+                                f"was trained on: {', '.join(map(repr, trained))}")
         return [cfg.genre] * cfg.num_samples
-    if conditioned:  # no genre asked: the dataset's catch-all label
-        return [UNKNOWN_GENRE] * cfg.num_samples
-    return [None] * cfg.num_samples
+    if not trained:
+        raise SamplingError(f"no genre has training chunks in {data.data_dir} (split "
+                            f"{data.train_split})")
+    return [g for g in trained for _ in range(cfg.num_samples)]
 
 
 def run_sampling(cfg: SampleConfig) -> dict:
@@ -153,7 +251,8 @@ def run_sampling(cfg: SampleConfig) -> dict:
     holds."""
     loaded = load(cfg.checkpoint, cfg.step, cfg.use_ema)
     spec = loaded.spec
-    genres = _streams(cfg, loaded)
+    data = run_data(cfg, loaded)
+    genres = _streams(cfg, loaded, data)
     prime = prime_bins(cfg.prime, spec, cfg.prime_seconds) if cfg.prime else None
     length = int(round(cfg.seconds * spec.sample_rate))
     if length < 1:
@@ -163,14 +262,18 @@ def run_sampling(cfg: SampleConfig) -> dict:
         [spec.genre_index(g) for g in genres], np.int32)
     os.makedirs(cfg.output_dir, exist_ok=True)
     bins, timing = _generate(cfg, loaded, len(genres), genre_idx, prime, length)
-    streams = [_write_stream(cfg, spec, i, g, bins[i]) for i, g in enumerate(genres)]
+    waves = [audio.dequantize(b, spec.quantization, spec.bits) for b in bins]
+    streams = [_write_stream(cfg, spec, i, g, x) for i, (g, x) in enumerate(zip(genres,
+                                                                                 waves))]
     result = {
         "checkpoint": loaded.run_dir, "checkpoint_step": loaded.step,
-        "settings": dataclasses.asdict(cfg),
+        "settings": dataclasses.asdict(cfg), "use_ema": loaded.use_ema,
         "sample_rate": spec.sample_rate, "quantization": spec.quantization,
         "bits": spec.bits, "receptive_field": model_lib.receptive_field(loaded.model_cfg),
         "num_streams": len(genres), "samples_per_stream": length, **timing,
         "samples": streams,
+        "references": _write_references(cfg, spec, data, genres),
+        "genre_check": _genre_check(cfg, spec, data, waves, genres),
     }
     with open(os.path.join(cfg.output_dir, "samples.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2, ensure_ascii=False)
@@ -213,40 +316,108 @@ def _generate(cfg: SampleConfig, loaded: Loaded, batch: int, genre_idx, prime,
 
 
 def _write_stream(cfg: SampleConfig, spec: DatasetSpec, i: int, genre: str | None,
-                  bins: np.ndarray) -> dict:
+                  x: np.ndarray) -> dict:
     """Stream i's WAV and spectrogram; its entry in samples.json."""
-    x = audio.dequantize(bins, spec.quantization, spec.bits)
     wav, png = f"sample_{i:03d}.wav", f"sample_{i:03d}.png"
     audio.write_wav(os.path.join(cfg.output_dir, wav), x, spec.sample_rate)
-    label = f"{wav}: genre {genre or '-'}, temperature {cfg.temperature:g}" + (
-        f", primed with {os.path.basename(cfg.prime)}" if cfg.prime else "")
+    label = f"{wav}: genre {'-' if genre is None else genre}, temperature " \
+            f"{cfg.temperature:g}" + (f", primed with {os.path.basename(cfg.prime)}"
+                                      if cfg.prime else "")
     page.spectrogram_png(os.path.join(cfg.output_dir, png), x, spec.sample_rate, label)
     return {"wav": wav, "png": png, "genre": genre, "temperature": cfg.temperature,
-            "prime": cfg.prime, "seconds": len(bins) / spec.sample_rate,
+            "prime": cfg.prime, "seconds": len(x) / spec.sample_rate,
             "rms": float(np.sqrt(np.mean(x ** 2))),
             "clipped_fraction": float(np.mean(np.abs(x) >= 0.999))}
+
+
+def _write_references(cfg: SampleConfig, spec: DatasetSpec, data: RunData | None,
+                      genres: list[str | None]) -> list[dict]:
+    """A few seconds of a real song of each sampled genre from the run's validation split
+    (the same rate and quantization: decoded from the dataset), with its spectrogram."""
+    if not cfg.references or data is None:
+        return []
+    wanted = [g for g in dict.fromkeys(genres) if g is not None]
+    seconds = min(REFERENCE_SECONDS, max(cfg.seconds, 1.0))
+    clips = references.reference_clips(data.data_dir, data.eval_split, spec, wanted,
+                                       seconds)
+    out = []
+    for i, g in enumerate(g for g in wanted if g in clips):
+        wav, png = f"reference_{i:03d}.wav", f"reference_{i:03d}.png"
+        audio.write_wav(os.path.join(cfg.output_dir, wav), clips[g], spec.sample_rate)
+        page.spectrogram_png(os.path.join(cfg.output_dir, png), clips[g], spec.sample_rate,
+                             f"{wav}: a real {data.eval_split} song, genre {g}")
+        out.append({"wav": wav, "png": png, "genre": g, "split": data.eval_split,
+                    "seconds": len(clips[g]) / spec.sample_rate})
+    return out
+
+
+def _genre_check(cfg: SampleConfig, spec: DatasetSpec, data: RunData | None, waves,
+                 genres: list[str | None]) -> dict | None:
+    """The genre classifier's verdict on the streams (`genre_check.check_waves`), or why
+    there is none."""
+    if not cfg.genre_check or genres[0] is None:
+        return None
+    if data is None:
+        return {"skipped": "the run's dataset is not at hand"}
+    try:
+        clf = genre_check.fit_from_dataset(data.data_dir, spec, data.train_split)
+        return genre_check.check_waves(clf, data.data_dir, spec, waves, genres,
+                                       data.eval_split)
+    except (ValueError, references.ReferenceError) as e:
+        return {"skipped": str(e)}
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The rows of a run's metrics.jsonl that are JSON objects with a numeric `step`;
+    malformed lines (a crash mid-write, a hand edit) are skipped with a warning."""
+    rows, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            step = row.get("step") if isinstance(row, dict) else None
+            if isinstance(step, (int, float)) and not isinstance(step, bool) \
+                    and math.isfinite(step):
+                rows.append(row)
+            else:
+                bad += 1
+    if bad:
+        log.warning("%s: skipped %d malformed line(s)", path, bad)
+    return rows
 
 
 def write_page(out: str, result: dict) -> str:
     """index.html with the run's training curve (if its metrics are at hand)."""
     curve = None
     metrics = os.path.join(result["checkpoint"], "metrics.jsonl")
-    if os.path.exists(metrics):
-        with open(metrics) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_metrics(metrics) if os.path.exists(metrics) else []
+    if rows:
         rows = [r for r in rows if r["step"] <= result["checkpoint_step"]] or rows
         curve = "training_curve.png"
         page.training_curve_png(os.path.join(out, curve), rows,
-                                  f"{result['checkpoint']} (sampled at step "
-                                  f"{result['checkpoint_step']})")
+                                f"{result['checkpoint']} (sampled at step "
+                                f"{result['checkpoint_step']})")
     facts = {"run": result["checkpoint"], "checkpoint step": result["checkpoint_step"],
+             "parameters": "EMA" if result.get("use_ema") else "as trained",
              "audio": f"{result['sample_rate']} Hz, {result['quantization']} "
                       f"{result['bits']} bits",
              "receptive field": f"{result['receptive_field']} samples",
              "generation speed": f"{result['samples_per_s']:.0f} samples/s over "
                                  f"{result['num_streams']} streams"}
+    check = result.get("genre_check")
+    if check and check.get("samples_accuracy") is not None:
+        facts["genre check"] = (
+            f"a classifier on {check['window_seconds']:g} s windows names the genre of "
+            f"{check['samples_accuracy']:.0%} of the samples' windows (real "
+            f"{check['real_split']} songs: "
+            + ("-" if check["real_accuracy"] is None else f"{check['real_accuracy']:.0%}")
+            + f"; chance {check['chance']:.0%})")
     return page.listening_page(os.path.join(out, "index.html"), "wavegen samples", facts,
-                                 result["samples"], curve)
+                               result["samples"], curve, result.get("references", ()))
 
 
 def _bar(cfg: SampleConfig, total: int):

@@ -1,2 +1,2 @@
-"""The WaveNet (`wavenet`: network, presets, receptive field) and its output distributions
-and losses (`losses`)."""
+"""The WaveNet (`wavenet`: network, presets, receptive field, input checks, the layer
+arithmetic shared with the generator) and its output distributions' losses (`losses`)."""
