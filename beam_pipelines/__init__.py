@@ -1,1 +1,3 @@
-"""beam_pipelines: Beam transforms and the preprocessing command, wired from wavegen functions."""
+"""beam_pipelines: the preprocessing command (`preprocess`), its Beam transforms
+(`transforms`), the output folder's rules (`output_folder`), the per-song code they run
+(`ingest`) and a DaskRunner fit for this pipeline (`dask_runner`)."""

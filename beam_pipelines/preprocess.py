@@ -37,12 +37,12 @@ from beam_pipelines.transforms import Preprocess, shard_filename
 from wavegen.data import audio
 from wavegen.data.errors import one_line
 from wavegen.data.dataset import FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features
-from wavegen.ingest import fetch
-from wavegen.ingest import fma_metadata as fma
-from wavegen.ingest import song_chunks
-from wavegen.ingest import sources
-from wavegen.ingest import tfrecord_framing as tfrecord
-from wavegen.ingest.song_chunks import ChunkingConfig
+from beam_pipelines.ingest import fetch
+from beam_pipelines.ingest import fma_metadata as fma
+from beam_pipelines.ingest import song_chunks
+from beam_pipelines.ingest import sources
+from beam_pipelines.ingest import tfrecord_framing as tfrecord
+from beam_pipelines.ingest.song_chunks import ChunkingConfig
 
 log = logging.getLogger("wavegen.pipeline")
 

@@ -24,13 +24,13 @@ import zipfile
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from wavegen.ingest import fetch
-from wavegen.ingest import song_chunks
-from wavegen.ingest import sources
-from wavegen.ingest import tfrecord_framing as tfrecord
+from beam_pipelines.ingest import fetch
+from beam_pipelines.ingest import song_chunks
+from beam_pipelines.ingest import sources
+from beam_pipelines.ingest import tfrecord_framing as tfrecord
 from wavegen.data.dataset import DATASET_NAME, FILENAME_TEMPLATE, DatasetSpec, example
-from wavegen.ingest.song_chunks import ChunkingConfig
-from wavegen.ingest.sources import SongRef
+from beam_pipelines.ingest.song_chunks import ChunkingConfig
+from beam_pipelines.ingest.sources import SongRef
 
 SONGS = "songs"  # tag of the per-song accounting output
 log = logging.getLogger("wavegen.pipeline")

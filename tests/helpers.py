@@ -78,7 +78,7 @@ def read_records(f):
     """TFRecord records read back from a binary file, both checksums checked."""
     import struct
 
-    from wavegen.ingest.tfrecord_framing import masked_crc
+    from beam_pipelines.ingest.tfrecord_framing import masked_crc
 
     while True:
         head = f.read(12)

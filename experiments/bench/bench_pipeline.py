@@ -63,7 +63,7 @@ def make_mp3s(folder: str, n: int, distinct: int = 10, seconds: float = 30.0) ->
 def bare_floor(paths: list[str]) -> float:
     """Seconds per song for decode + mixdown + resample + quantize, one plain loop, at the
     pipeline's own default rate and bits."""
-    from wavegen.ingest.song_chunks import ChunkingConfig
+    from beam_pipelines.ingest.song_chunks import ChunkingConfig
 
     sample_rate, bits = ChunkingConfig.sample_rate, ChunkingConfig.bits
     t0 = time.perf_counter()

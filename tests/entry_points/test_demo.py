@@ -9,7 +9,7 @@ import pytest
 
 from experiments import demo_corpus
 from wavegen.data import audio
-from wavegen.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import song_chunks as preprocess
 from wavegen.data.dataset import DatasetSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,4 +1,4 @@
-"""wavegen.ingest.fetch against a real local HTTP server: success, retries, give-ups, URL lists."""
+"""beam_pipelines.ingest.fetch against a real local HTTP server: success, retries, give-ups, URL lists."""
 
 import hashlib
 import json
@@ -12,7 +12,7 @@ import pytest
 
 from songserver import (Delay, Drop, Redirect, Respond, Stream, drop_in_body,
                         drop_in_headers, serve)
-from wavegen.ingest import fetch as F
+from beam_pipelines.ingest import fetch as F
 
 # Timeouts generous enough for a loaded machine on the success paths (the timeout tests
 # set their own); `sleep` is injected so backoff costs nothing.

@@ -1,4 +1,4 @@
-"""wavegen.ingest.fma_metadata on FMA-shaped fixtures: tracks.csv, fma_metadata.zip, archive member names."""
+"""beam_pipelines.ingest.fma_metadata on FMA-shaped fixtures: tracks.csv, fma_metadata.zip, archive member names."""
 
 import csv
 import io
@@ -8,7 +8,7 @@ import pytest
 
 from fma_fixture import (member_name, mp3_bytes, tracks_csv_text, write_fma_zip,
                          write_metadata_zip, write_tracks_csv)
-from wavegen.ingest import fma_metadata as fma
+from beam_pipelines.ingest import fma_metadata as fma
 
 TRACKS = [
     {"track_id": 2, "genre_top": "Hip-Hop", "split": "training", "subset": "small"},

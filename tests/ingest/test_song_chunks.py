@@ -12,8 +12,8 @@ import soundfile as sf
 
 from helpers import chunk_array, num_chunks, tone, write_audio
 from wavegen.data import audio
-from wavegen.ingest import song_chunks as preprocess
-from wavegen.ingest import sources
+from beam_pipelines.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import sources
 from wavegen.data.dataset import DatasetSpec
 
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=4000,
@@ -198,7 +198,7 @@ def test_split_assignment_is_stable_across_processes_and_orders():
     ids = [f"genre{i % 3}/song{i}.mp3" for i in range(2000)]
     here = [preprocess.assign_split(s, splits) for s in ids]
     assert here == [preprocess.assign_split(s, splits) for s in reversed(ids)][::-1]
-    code = ("from wavegen.ingest import song_chunks as p; s=p.parse_splits('train:0.8,validation:0.1,"
+    code = ("from beam_pipelines.ingest import song_chunks as p; s=p.parse_splits('train:0.8,validation:0.1,"
             "test:0.1'); print(','.join(p.assign_split(f'genre{i % 3}/song{i}.mp3', s) "
             "for i in range(2000)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""Listing and reading zip archives and URL lists (wavegen.ingest.sources)."""
+"""Listing and reading zip archives and URL lists (beam_pipelines.ingest.sources)."""
 
 import io
 import json
@@ -10,9 +10,9 @@ import pytest
 
 from helpers import run_pipeline
 from fma_fixture import mp3_bytes, write_fma_zip
-from wavegen.ingest import fetch
-from wavegen.ingest import song_chunks as preprocess
-from wavegen.ingest import sources
+from beam_pipelines.ingest import fetch
+from beam_pipelines.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import sources
 from wavegen.data.dataset import DatasetSpec
 
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=3000,

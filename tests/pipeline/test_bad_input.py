@@ -16,9 +16,9 @@ import soundfile as sf
 from fma_fixture import mp3_bytes
 from helpers import tone, write_audio
 from wavegen.data.dataset import DatasetSpec
-from wavegen.ingest import fetch
-from wavegen.ingest import song_chunks as sc
-from wavegen.ingest import sources
+from beam_pipelines.ingest import fetch
+from beam_pipelines.ingest import song_chunks as sc
+from beam_pipelines.ingest import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=3000,

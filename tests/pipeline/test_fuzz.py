@@ -20,7 +20,7 @@ import soundfile as sf
 
 from helpers import FORMATS, tone
 from songserver import serve
-from wavegen.ingest import song_chunks as sc
+from beam_pipelines.ingest import song_chunks as sc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEED = int(os.environ.get("WAVEGEN_FUZZ_SEED", random.SystemRandom().randrange(2**31)))

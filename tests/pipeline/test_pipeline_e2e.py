@@ -15,7 +15,7 @@ from scipy.signal import resample_poly
 
 from helpers import num_chunks, tone, write_audio
 from wavegen.data import audio
-from wavegen.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import song_chunks as preprocess
 from wavegen.data.dataset import load_dataset_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

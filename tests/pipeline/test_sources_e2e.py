@@ -14,8 +14,8 @@ import soundfile as sf
 from helpers import run_pipeline, tone, write_audio
 from fma_fixture import mp3_bytes, write_fma_zip, write_metadata_zip
 from songserver import Delay, drop_in_body, serve
-from wavegen.ingest import fma_metadata as fma
-from wavegen.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import fma_metadata as fma
+from beam_pipelines.ingest import song_chunks as preprocess
 
 CHUNKS = ["--chunk_seconds=0.25", "--context_samples=500"]
 

@@ -1,13 +1,13 @@
 """Paths that may be local or remote (gs://, s3://...): one test of which is which.
 
-Local paths (no scheme, or file://) go to the operating system; anything else to Beam's
-FileSystems, imported only when a remote path is used (wavegen.data never needs Beam
-for local datasets).
+Local paths (no scheme, or file://) go to the operating system; anything else to
+TensorFlow's `tf.io.gfile` (the filesystem layer TFDS reads datasets through), imported only
+when a remote path is used. The pipeline (`beam_pipelines`) uses Beam's FileSystems for its
+own remote paths; wavegen never imports Beam.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from typing import TextIO
 
@@ -27,16 +27,15 @@ def local_path(path: str) -> str:
 def exists(path: str) -> bool:
     if is_local(path):
         return os.path.exists(local_path(path))
-    from apache_beam.io.filesystems import FileSystems
+    import tensorflow as tf
 
-    return FileSystems.exists(path)
+    return tf.io.gfile.exists(path)
 
 
 def open_text(path: str) -> TextIO:
     """Opens a local or remote UTF-8 text file for reading."""
     if is_local(path):
         return open(local_path(path), encoding="utf-8")
-    from apache_beam.io.filesystems import FileSystems
+    import tensorflow as tf
 
-    return io.TextIOWrapper(FileSystems.open(path, compression_type="uncompressed"),
-                            encoding="utf-8")
+    return tf.io.gfile.GFile(path, "r")

@@ -16,7 +16,7 @@ import numpy as np
 
 from wavegen.data import audio
 from wavegen.data.dataset import DatasetSpec, genre_names
-from wavegen.ingest import fetch
+from beam_pipelines.ingest import fetch
 
 # Why a song was not written. Stable names: they key failed.jsonl, the summary and metrics.
 UNDECODABLE = "undecodable"  # not audio, corrupt, or a decoder error before any audio

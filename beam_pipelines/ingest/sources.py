@@ -29,9 +29,9 @@ from typing import BinaryIO
 from wavegen.data import audio
 from wavegen.data.errors import one_line
 from wavegen.data.paths import is_local, local_path
-from wavegen.ingest import fetch
-from wavegen.ingest import fma_metadata as fma
-from wavegen.ingest import song_chunks
+from beam_pipelines.ingest import fetch
+from beam_pipelines.ingest import fma_metadata as fma
+from beam_pipelines.ingest import song_chunks
 from wavegen.data.dataset import UNKNOWN_GENRE
 
 GENRE_FROM = ("folder", "none", "fma")
