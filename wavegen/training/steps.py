@@ -58,7 +58,7 @@ class OptimConfig:
     warmup_steps: int | None = None
     total_steps: int | None = None  # the cosine reaches end_lr here
     end_lr: float = 1e-5
-    weight_decay: float = 1e-4  # on weight matrices only (not biases)
+    weight_decay: float = 1e-4  # on weight matrices only (see decay_mask)
     clip_norm: float = 1.0  # global gradient norm; 0 = no clipping
     b1: float = 0.9
     b2: float = 0.999
@@ -128,8 +128,14 @@ def create_learning_rate_fn(cfg: OptimConfig) -> optax.Schedule:
         decay_steps=cfg.total_steps, end_value=cfg.end_lr)
 
 
-def _decay_mask(params):
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+def decay_mask(params):
+    """Weight decay on weight matrices only: not on biases, and not on the embeddings
+    (rows of a lookup table, each updated only when its bin or genre occurs: decay
+    would pull rare ones to zero between their updates)."""
+    def decays(path, p):
+        return p.ndim >= 2 and "embedding" not in str(getattr(path[-1], "key", path[-1]))
+
+    return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def make_optimizer(cfg: OptimConfig,
@@ -137,7 +143,7 @@ def make_optimizer(cfg: OptimConfig,
                    ) -> optax.GradientTransformation:
     lr = learning_rate_fn or create_learning_rate_fn(cfg)
     adamw = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                        mask=_decay_mask)
+                        mask=decay_mask)
     if cfg.clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw)
     return adamw
