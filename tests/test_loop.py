@@ -123,6 +123,13 @@ def test_a_time_budget_ends_the_run_as_a_normal_end_and_resume_uses_what_is_left
     assert third["steps"] == second["steps"] and third["stopped_by"] == "budget"
 
 
+def test_a_budget_spent_by_set_up_still_gives_one_evaluated_step(data_dir, tmp_path):
+    summary = tiny_run(data_dir, tmp_path / "short", steps=100, max_minutes=0.001)
+    assert summary["steps"] == 1 and summary["stopped_by"] == "budget"
+    assert summary["final_val_bits"] is not None
+    assert os.path.isdir(tmp_path / "short" / "checkpoints" / "1")
+
+
 def test_a_budget_that_is_not_a_positive_number_is_refused():
     for bad in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="train.max_minutes must be a positive number"):
