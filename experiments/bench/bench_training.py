@@ -16,7 +16,13 @@
    counts every input position the network runs over (targets + each window's
    receptive_field - 1 of context), the figure comparable with an implementation that
    pads causally and scores every position of an 8,000-sample crop.
-3. FLOPs: model FLOPs per target sample, from the matmul shapes
+3. Learning: `small` with every default optimizer setting, trained for a fixed number
+   of steps (`--learning_steps`, batch 8 x `--learning_targets`) on a fixed synthesized
+   corpus (the demo's: `experiments.demo_corpus`, through the Beam pipeline at 16 kHz),
+   then scored on its whole validation split: validation bits/sample over the unigram
+   baseline (the validation targets' bin entropy). A regression in how fast the defaults
+   learn per step shows here.
+4. FLOPs: model FLOPs per target sample, from the matmul shapes
    (`wavegen.model.flops_per_sample`):
        forward  = 2 * [layers * (K*R*G + G/2*(R+S)) - G/2*R + S*S + S*C]
        training = 3 * forward   (backward = 2 x forward)
@@ -32,6 +38,7 @@ By default the benchmark re-executes itself with glibc's transparent-huge-page m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -50,6 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--per_device_batch", type=int, default=8)
     p.add_argument("--targets", type=int, default=8000)
     p.add_argument("--steps", type=int, default=0, help="timed steps (default by preset)")
+    p.add_argument("--learning_steps", type=int, default=100,
+                   help="steps of the learning check (0: skip it)")
+    p.add_argument("--learning_targets", type=int, default=2000)
     p.add_argument("--no-hugepages", action="store_true",
                    help="keep glibc's default malloc (4 KiB pages)")
     return p.parse_args(argv)
@@ -128,6 +138,47 @@ def train_throughput(preset: str, *, dtype: str, per_device_batch: int, targets:
     }
 
 
+def learning_check(steps: int, targets: int, batch: int = 8) -> dict:
+    """Validation/unigram of `small` after `steps` default-optimizer steps on the demo's
+    synthesized corpus (made and preprocessed in a temporary folder)."""
+    import subprocess
+    import tempfile
+
+    import jax
+
+    from experiments.demo_corpus import make_corpus
+    from wavegen.data import input_pipeline as ip
+    from wavegen.data.dataset import open_dataset
+    from wavegen.model import wavenet as wm
+    from wavegen.training import steps as wt
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_corpus(os.path.join(tmp, "songs"))
+        subprocess.run([sys.executable, "-m", "beam_pipelines.preprocess",
+                        f"--input={tmp}/songs", f"--output_dir={tmp}/data",
+                        "--genre_from=folder", "--split=train:0.8,validation:0.2"],
+                       check=True, capture_output=True)
+        ds = open_dataset(os.path.join(tmp, "data"))
+        cfg = wm.for_dataset(wm.preset("small"), ds.spec)
+        optim = wt.OptimConfig().for_run(steps)
+        graphdef, state = wt.create_train_state(cfg, optim, seed=0)
+        p_step, state = wt.make_p_train_step(graphdef, optim), wt.replicate(state)
+        devices = jax.local_device_count()
+        batches = ip.train_batches(ds, ip.Window(ds.spec, wm.receptive_field(cfg), targets),
+                                   per_device_batch=max(1, batch // devices), seed=0)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = p_step(state, next(batches))
+        jax.block_until_ready(metrics)
+        train_s = time.perf_counter() - t0
+        ev = wt.evaluate_split(graphdef, state.params, ds, per_device_batch=4)
+    return {"preset": "small", "steps": steps, "batch": batch, "targets": targets,
+            "optim": dataclasses.asdict(optim), "train_s": train_s,
+            "final_train_bits": float(metrics["loss_bits"][0]),
+            "val_bits": ev["nll_bits"], "unigram_bits": ev["unigram_bits"],
+            "val_over_unigram": ev["nll_bits"] / ev["unigram_bits"]}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.no_hugepages:
@@ -164,11 +215,21 @@ def main(argv=None) -> int:
               f"{r['samples_per_s_typical']:>9,.0f} {r['positions_per_s_best']:>12,.0f} "
               f"{r['flops_per_sample'] / 1e6:>13.2f} "
               f"{r['gflops_best']:>8.0f} {r['fraction_of_peak_best']:>8.1%}")
+    learning = None
+    if args.learning_steps:
+        learning = learning_check(args.learning_steps if not args.quick else 30,
+                                  args.learning_targets)
+        print(f"\nlearning: small, {learning['steps']} default steps of 8 x "
+              f"{learning['targets']} on the demo corpus: validation "
+              f"{learning['val_bits']:.3f} bits/sample, unigram {learning['unigram_bits']:.3f}"
+              f" ({learning['val_over_unigram']:.3f}x) in {learning['train_s']:.0f} s",
+              flush=True)
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "backend": jax.devices()[0].platform,
                           "device": str(jax.devices()[0].device_kind),
                           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},
-              "jax": jax.__version__, "matmul_peak": peak, "train": rows}
+              "jax": jax.__version__, "matmul_peak": peak, "train": rows,
+              "learning": learning}
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

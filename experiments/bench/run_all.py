@@ -8,7 +8,8 @@ Runs, each in its own process (so each gets a fresh allocator and JAX runtime):
 - experiments.bench.bench_cluster: songs/s, marginal and fixed cost per run of the pipeline
   on the loopback dask cluster (2 workers) against the local runner (2 workers);
 - experiments.bench.bench_training: training samples/s and FLOP/s against the matmul peak
-  (small and medium, batch 8 x 8,000);
+  (small and medium, batch 8 x 8,000), and validation/unigram of `small` after 100
+  default-optimizer steps on the demo's synthesized corpus;
 - experiments.bench.bench_generation: generation samples/s at batch 1 and 16, cached/naive ratio.
 """
 
@@ -127,6 +128,13 @@ def table(r: dict) -> list[tuple[str, str, str]]:
                          "of peak)",
                          quoted(f"pytorch_{row['preset']}_targets_per_s", "targets/s")
                          if f"pytorch_{row['preset']}_targets_per_s" in QUOTED else ""))
+        lr_ = t.get("learning")
+        if lr_:
+            rows.append((f"train: small, {lr_['steps']} default steps of 8 x {lr_['targets']}"
+                         " (demo corpus): validation / unigram",
+                         f"{lr_['val_over_unigram']:.3f}x ({lr_['val_bits']:.3f} / "
+                         f"{lr_['unigram_bits']:.3f} bits)",
+                         "lower is better; a rise means slower learning"))
     g = r.get("generate")
     if g:
         for key, label in (("small_b1", "generate: small, batch 1"),

@@ -52,3 +52,17 @@ def test_readme_shows_the_commands_the_makefile_has():
         assert f"make {target}" in readme
     ci = open(os.path.join(ROOT, ".ci", "run")).read()
     assert re.search(r"^make test$", ci, re.M)
+
+
+def test_demo_training_runs_on_what_the_budget_leaves(tmp_path, monkeypatch):
+    from experiments import demo
+
+    assert demo.train_minutes(14, 60) == round((14 * 60 - 60 - demo.RESERVE_S) / 60, 2)
+    assert demo.train_minutes(14, 14 * 60) == demo.MIN_TRAIN_MINUTES  # never zero
+    commands = []
+    monkeypatch.setattr(demo, "_run", lambda cmd, what: commands.append(cmd))
+    demo.train_step(str(tmp_path), "data", None, real=False, minutes=9.5)
+    assert "train.max_minutes=9.5" in commands[0] and "+experiment=demo" in commands[0]
+    demo.train_step(str(tmp_path), "data", 2000, real=True, minutes=None)
+    assert not any(a.startswith("train.max_minutes") for a in commands[1])
+    assert "train.steps=2000" in commands[1]

@@ -68,6 +68,15 @@ def test_the_default_optimizer_trains_any_run_length(steps):
     assert wt.OptimConfig().for_run(200).warmup_steps == 10  # 5% of the run
 
 
+def test_the_default_rate_stays_at_its_peak_after_warmup():
+    cfg = wt.OptimConfig().for_run(200)
+    lr = wt.create_learning_rate_fn(cfg)
+    assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(cfg.lr / 2)
+    assert [float(lr(s)) for s in (10, 100, 199, 500)] == pytest.approx([cfg.lr] * 4)
+    decayed = wt.create_learning_rate_fn(wt.OptimConfig(end_lr=1e-5).for_run(200))
+    assert float(decayed(199)) == pytest.approx(1e-5, rel=1e-2)
+
+
 def test_a_run_of_a_few_steps_trains_with_every_default(data_dir, tmp_path):
     summary = tiny_run(data_dir, tmp_path / "run", steps=3, log_every=50, eval_every=500,
                        checkpoint_every=1000)
@@ -112,6 +121,13 @@ def test_a_time_budget_ends_the_run_as_a_normal_end_and_resume_uses_what_is_left
     # Nothing left: no step is taken.
     third = tiny_run(data_dir, workdir, max_minutes=0.6, **common)
     assert third["steps"] == second["steps"] and third["stopped_by"] == "budget"
+
+
+def test_a_budget_spent_by_set_up_still_gives_one_evaluated_step(data_dir, tmp_path):
+    summary = tiny_run(data_dir, tmp_path / "short", steps=100, max_minutes=0.001)
+    assert summary["steps"] == 1 and summary["stopped_by"] == "budget"
+    assert summary["final_val_bits"] is not None
+    assert os.path.isdir(tmp_path / "short" / "checkpoints" / "1")
 
 
 def test_a_budget_that_is_not_a_positive_number_is_refused():

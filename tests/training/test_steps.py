@@ -69,6 +69,29 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
         wt.OptimConfig(warmup_steps=10, total_steps=10)
 
 
+def test_weight_decay_spares_biases_and_embeddings():
+    cfg = wm.preset("tiny", num_classes=256, num_genres=3)
+    _, state = wt.create_train_state(cfg, wt.OptimConfig().for_run(10))
+    mask = wt.decay_mask(state.params)
+    assert mask["input_embedding"] is False and mask["genre_embedding"] is False
+    assert mask["head_kernel1"] is True and mask["head_bias1"] is False
+    layer = mask["layers"][0]
+    assert layer["conv_kernel"] and layer["out_kernel"] and layer["cond_kernel"]
+    assert not layer["conv_bias"] and not layer["out_bias"]
+
+
+def test_an_untrained_model_predicts_a_uniform_distribution():
+    """The last head layer starts near zero: the first loss is log2(classes), no more."""
+    cfg = wm.preset("small", num_classes=256, num_genres=3)
+    graphdef, state = wt.create_train_state(cfg, wt.OptimConfig().for_run(10), seed=4)
+    rng = np.random.default_rng(0)
+    rf = wm.receptive_field(cfg)
+    batch = {"audio": rng.integers(0, 256, (2, rf + 100)).astype(np.int32),
+             "genre": np.array([0, 2], np.int32)}
+    bits = wt.model_loss(wt.merge_model(graphdef, state.params), batch)
+    assert float(jnp.mean(bits)) == pytest.approx(8.0, abs=0.01)
+
+
 def test_train_state_is_a_pytree_of_arrays():
     cfg = wm.preset("tiny", num_classes=256, num_genres=2)
     graphdef, state = wt.create_train_state(cfg, wt.OptimConfig(ema_decay=0.9).for_run(10), seed=0)

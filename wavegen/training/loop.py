@@ -405,7 +405,9 @@ def _train(setup: _Setup, progress: _Progress, metrics_log: _MetricsLog, bar) ->
     """The step loop: steps until train.steps, the time budget (then ends as at
     train.steps) or SIGTERM; logs, evaluates and saves at its log points."""
     run = setup.run
-    if progress.step < run.steps and _agree(progress.out_of_time(setup))[0]:
+    budget_s = None if run.max_minutes is None else 60.0 * run.max_minutes
+    if progress.step < run.steps and _agree(budget_s is not None
+                                            and progress.spent_before >= budget_s)[0]:
         progress.stopped_by = "budget"
         log.info("the time budget (train.max_minutes=%g) was spent by earlier sessions",
                  run.max_minutes)
