@@ -121,6 +121,28 @@ def test_each_genre_primed_page_references_files_that_play_and_decode(trained, t
     assert "training_curve.png" in refs.images
 
 
+def _nan_prime(tmp_path, value=np.nan):
+    """A float WAV prime whose frame 300 is not finite."""
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, (8000, 2)).astype(np.float32)
+    x[300, 1] = value
+    path = str(tmp_path / "nan_prime.wav")
+    sf.write(path, x, 16000, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_prime_with_non_finite_samples_is_a_sampling_error_naming_it(tmp_path, value):
+    from wavegen.data.dataset import DatasetSpec
+    from wavegen.generation import sampler
+
+    spec = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=4000,
+                       context_samples=1000)
+    path = _nan_prime(tmp_path, value)
+    with pytest.raises(sampler.SamplingError) as e:
+        sampler.prime_bins(path, spec, 0.5)
+    assert str(e.value) == f"prime {path}: NaN or infinite sample at frame 300"
+
+
 @pytest.mark.slow
 def test_errors_are_one_clear_line(trained, tmp_path):
     data, run_dir = trained
@@ -131,6 +153,8 @@ def test_errors_are_one_clear_line(trained, tmp_path):
          "unknown genre 'polka'; the dataset's genres are: ambient_pad, piano_waltz"),
         ([f"checkpoint={run_dir}", f"prime={data / 'summary.json'}"],
          "prime"),
+        ([f"checkpoint={run_dir}", f"prime={_nan_prime(tmp_path)}"],
+         f"prime {tmp_path / 'nan_prime.wav'}: NaN or infinite sample at frame 300"),
         ([f"checkpoint={run_dir}", "step=12345"], "no checkpoint at step 12345"),
         ([f"checkpoint={run_dir}", "seconds=1e-6"], "less than one sample"),
         ([f"checkpoint={run_dir}", "temperature=nan"], "temperature must be a finite"),
@@ -314,3 +338,4 @@ def test_malformed_metrics_rows_are_skipped_by_the_listening_page(trained, tmp_p
     sample_here(run_copy, out, genre="piano_waltz")
     assert "skipped 5 malformed line(s)" in caplog.text
     assert (out / "training_curve.png").stat().st_size > 5000
+
