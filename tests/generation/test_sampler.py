@@ -321,7 +321,8 @@ def test_a_checkpoint_that_does_not_match_its_config_is_refused_in_one_line(trai
             meta["model_config"][field] = value
 
         _edit_meta(bad, edit)
-        with pytest.raises(sampler.SamplingError, match="does not match its config") as e:
+        with pytest.raises(sampler.SamplingError, match="does not match its model config") \
+                as e:
             sampler.load(str(bad))
         assert "\n" not in str(e.value)
 
@@ -339,3 +340,68 @@ def test_malformed_metrics_rows_are_skipped_by_the_listening_page(trained, tmp_p
     assert "skipped 5 malformed line(s)" in caplog.text
     assert (out / "training_curve.png").stat().st_size > 5000
 
+
+# --------------------------------------------------------------------------------------
+# One checkpoint loader for sampling and evaluation
+
+
+def _params_equal(a, b):
+    import jax
+
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_saved_under_the_old_optimizer_names_samples(trained, tmp_path):
+    from wavegen.generation import sampler
+
+    _, run_dir = trained
+    old = _copy_run(run_dir, tmp_path / "old_names")
+
+    def rename(meta):
+        optim = meta["optim"]
+        optim["learning_rate"] = optim.pop("lr")
+        optim["end_learning_rate"] = optim.pop("end_lr")
+
+    _edit_meta(old, rename)
+    got, want = sampler.load(str(old)), sampler.load(str(run_dir))
+    assert got.use_ema and got.step == want.step
+    assert _params_equal(got.params, want.params)
+
+
+@pytest.mark.slow
+def test_a_step_with_damaged_array_metadata_is_one_line(trained, tmp_path):
+    from wavegen.generation import sampler
+
+    _, run_dir = trained
+    bad = _copy_run(run_dir, tmp_path / "damaged")
+    step = max(int(s) for s in os.listdir(bad / "checkpoints") if s.isdigit())
+    (bad / "checkpoints" / str(step) / "state" / "_METADATA").write_text("{not json")
+    with pytest.raises(sampler.SamplingError) as e:
+        sampler.load(str(bad))
+    assert f"{step}: unreadable array metadata" in str(e.value)
+    assert "\n" not in str(e.value)
+    res = run(SAMPLE + [f"checkpoint={bad}", f"output_dir={tmp_path}/o"], check=False)
+    assert res.returncode == 1 and "unreadable array metadata" in res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_sampling_and_evaluation_agree_on_the_ema_of_a_run_that_did_not_record_it(
+        trained, tmp_path):
+    """A run that kept an EMA but whose meta predates the `ema` flag: both use the EMA."""
+    from wavegen.generation import sampler
+    from wavegen.training import evaluation
+
+    _, run_dir = trained  # trained with optim.ema_decay=0.9
+    old = _copy_run(run_dir, tmp_path / "no_flag")
+    _edit_meta(old, lambda meta: meta.pop("ema"))
+    loaded = sampler.load(str(old))
+    report = evaluation.evaluate_checkpoint(evaluation.EvalConfig(
+        checkpoint=str(old), step="latest", split="validation", batches=1, batch_size=2,
+        progress=False))
+    assert loaded.use_ema is True and report["use_ema"] is True
+    ema = evaluation.evaluate_checkpoint(evaluation.EvalConfig(
+        checkpoint=str(old), step="latest", split="validation", batches=1, batch_size=2,
+        use_ema=True, progress=False))
+    assert report["bits_per_sample"] == ema["bits_per_sample"]
