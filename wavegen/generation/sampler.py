@@ -26,7 +26,9 @@ from wavegen.data.dataset import UNKNOWN_GENRE, DatasetSpec
 from wavegen.generation import generator, genre_check, references
 from wavegen.generation import listening_page as page
 from wavegen.model import wavenet as model_lib
+from wavegen.progress import progress_bar
 from wavegen.training import checkpoints as ckpt_lib
+from wavegen.training import metrics as run_metrics
 
 log = logging.getLogger("wavegen.sample")
 
@@ -256,7 +258,7 @@ def _generate(cfg: SampleConfig, loaded: Loaded, batch: int, genre_idx, prime,
                                                    chunk, temperature=cfg.temperature)[0])
     compile_s = time.perf_counter() - t0
     parts, done = [], 0
-    bar = _bar(cfg, batch * length)
+    bar = progress_bar("generate", "sample", batch * length, cfg.progress, unit_scale=True)
     t0 = time.perf_counter()
     while done < length:
         bins, state = generator.generate_chunk(loaded.graphdef, loaded.params, state, chunk,
@@ -325,34 +327,10 @@ def _genre_check(cfg: SampleConfig, spec: DatasetSpec, data: RunData | None, wav
         return {"skipped": str(e)}
 
 
-def read_metrics(path: str) -> list[dict]:
-    """The rows of a run's metrics.jsonl that are JSON objects with a numeric `step`;
-    malformed lines (a crash mid-write, a hand edit) are skipped with a warning."""
-    rows, bad = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
-            step = row.get("step") if isinstance(row, dict) else None
-            if isinstance(step, (int, float)) and not isinstance(step, bool) \
-                    and math.isfinite(step):
-                rows.append(row)
-            else:
-                bad += 1
-    if bad:
-        log.warning("%s: skipped %d malformed line(s)", path, bad)
-    return rows
-
-
 def write_page(out: str, result: dict) -> str:
     """index.html with the run's training curve (if its metrics are at hand)."""
     curve = None
-    metrics = os.path.join(result["checkpoint"], "metrics.jsonl")
-    rows = read_metrics(metrics) if os.path.exists(metrics) else []
+    rows = run_metrics.read_metrics(run_metrics.metrics_path(result["checkpoint"]))
     if rows:
         rows = [r for r in rows if r["step"] <= result["checkpoint_step"]] or rows
         curve = "training_curve.png"
@@ -377,11 +355,3 @@ def write_page(out: str, result: dict) -> str:
     return page.listening_page(os.path.join(out, "index.html"), "wavegen samples", facts,
                                result["samples"], curve, result.get("references", ()))
 
-
-def _bar(cfg: SampleConfig, total: int):
-    if not cfg.progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="sample", unit_scale=True, desc="generate",
-                dynamic_ncols=True)
