@@ -121,6 +121,28 @@ def test_each_genre_primed_page_references_files_that_play_and_decode(trained, t
     assert "training_curve.png" in refs.images
 
 
+def _nan_prime(tmp_path, value=np.nan):
+    """A float WAV prime whose frame 300 is not finite."""
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, (8000, 2)).astype(np.float32)
+    x[300, 1] = value
+    path = str(tmp_path / "nan_prime.wav")
+    sf.write(path, x, 16000, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_prime_with_non_finite_samples_is_a_sampling_error_naming_it(tmp_path, value):
+    from wavegen.data.dataset import DatasetSpec
+    from wavegen.generation import sampler
+
+    spec = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=4000,
+                       context_samples=1000)
+    path = _nan_prime(tmp_path, value)
+    with pytest.raises(sampler.SamplingError) as e:
+        sampler.prime_bins(path, spec, 0.5)
+    assert str(e.value) == f"prime {path}: NaN or infinite sample at frame 300"
+
+
 @pytest.mark.slow
 def test_errors_are_one_clear_line(trained, tmp_path):
     data, run_dir = trained
@@ -131,6 +153,8 @@ def test_errors_are_one_clear_line(trained, tmp_path):
          "unknown genre 'polka'; the dataset's genres are: ambient_pad, piano_waltz"),
         ([f"checkpoint={run_dir}", f"prime={data / 'summary.json'}"],
          "prime"),
+        ([f"checkpoint={run_dir}", f"prime={_nan_prime(tmp_path)}"],
+         f"prime {tmp_path / 'nan_prime.wav'}: NaN or infinite sample at frame 300"),
         ([f"checkpoint={run_dir}", "step=12345"], "no checkpoint at step 12345"),
         ([f"checkpoint={run_dir}", "seconds=1e-6"], "less than one sample"),
         ([f"checkpoint={run_dir}", "temperature=nan"], "temperature must be a finite"),
@@ -297,7 +321,8 @@ def test_a_checkpoint_that_does_not_match_its_config_is_refused_in_one_line(trai
             meta["model_config"][field] = value
 
         _edit_meta(bad, edit)
-        with pytest.raises(sampler.SamplingError, match="does not match its config") as e:
+        with pytest.raises(sampler.SamplingError, match="does not match its model config") \
+                as e:
             sampler.load(str(bad))
         assert "\n" not in str(e.value)
 
@@ -314,3 +339,69 @@ def test_malformed_metrics_rows_are_skipped_by_the_listening_page(trained, tmp_p
     sample_here(run_copy, out, genre="piano_waltz")
     assert "skipped 5 malformed line(s)" in caplog.text
     assert (out / "training_curve.png").stat().st_size > 5000
+
+
+# --------------------------------------------------------------------------------------
+# One checkpoint loader for sampling and evaluation
+
+
+def _params_equal(a, b):
+    import jax
+
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_saved_under_the_old_optimizer_names_samples(trained, tmp_path):
+    from wavegen.generation import sampler
+
+    _, run_dir = trained
+    old = _copy_run(run_dir, tmp_path / "old_names")
+
+    def rename(meta):
+        optim = meta["optim"]
+        optim["learning_rate"] = optim.pop("lr")
+        optim["end_learning_rate"] = optim.pop("end_lr")
+
+    _edit_meta(old, rename)
+    got, want = sampler.load(str(old)), sampler.load(str(run_dir))
+    assert got.use_ema and got.step == want.step
+    assert _params_equal(got.params, want.params)
+
+
+@pytest.mark.slow
+def test_a_step_with_damaged_array_metadata_is_one_line(trained, tmp_path):
+    from wavegen.generation import sampler
+
+    _, run_dir = trained
+    bad = _copy_run(run_dir, tmp_path / "damaged")
+    step = max(int(s) for s in os.listdir(bad / "checkpoints") if s.isdigit())
+    (bad / "checkpoints" / str(step) / "state" / "_METADATA").write_text("{not json")
+    with pytest.raises(sampler.SamplingError) as e:
+        sampler.load(str(bad))
+    assert f"{step}: unreadable array metadata" in str(e.value)
+    assert "\n" not in str(e.value)
+    res = run(SAMPLE + [f"checkpoint={bad}", f"output_dir={tmp_path}/o"], check=False)
+    assert res.returncode == 1 and "unreadable array metadata" in res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_sampling_and_evaluation_agree_on_the_ema_of_a_run_that_did_not_record_it(
+        trained, tmp_path):
+    """A run that kept an EMA but whose meta predates the `ema` flag: both use the EMA."""
+    from wavegen.generation import sampler
+    from wavegen.training import evaluation
+
+    _, run_dir = trained  # trained with optim.ema_decay=0.9
+    old = _copy_run(run_dir, tmp_path / "no_flag")
+    _edit_meta(old, lambda meta: meta.pop("ema"))
+    loaded = sampler.load(str(old))
+    report = evaluation.evaluate_checkpoint(evaluation.EvalConfig(
+        checkpoint=str(old), step="latest", split="validation", batches=1, batch_size=2,
+        progress=False))
+    assert loaded.use_ema is True and report["use_ema"] is True
+    ema = evaluation.evaluate_checkpoint(evaluation.EvalConfig(
+        checkpoint=str(old), step="latest", split="validation", batches=1, batch_size=2,
+        use_ema=True, progress=False))
+    assert report["bits_per_sample"] == ema["bits_per_sample"]

@@ -27,9 +27,10 @@ class AudioDecodeError(ValueError):
     """An input that is not decodable audio. The message names the input."""
 
 
-class NonFiniteAudio(ValueError):
+class NonFiniteAudio(AudioDecodeError):
     """Decoded audio holding NaN or infinity (a float file's garbage, never music); unlike
-    a decode error part-way, nothing decoded before it is worth keeping."""
+    a decode error part-way, nothing decoded before it is worth keeping (catch it before
+    AudioDecodeError where the two are told apart)."""
 
 
 def is_audio_path(path: str) -> bool:

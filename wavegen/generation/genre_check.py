@@ -12,9 +12,9 @@ real validation windows; run on generated samples it says whether the genre is a
     clf.accuracy(waves, genres, sample_rate)           # -> fraction of windows right
     check = check_samples(data_dir, spec, sample_dir)  # what samples.json's genre_check holds
 
-The listening run (`wavegen.generation.sampler`) writes `check_samples`'s result into
-samples.json as `genre_check`; a demo reads it from there (or calls `check_samples` on a
-folder of samples).
+The listening run (`wavegen.generation.sampler`) writes `check_waves`'s result into
+samples.json as `genre_check`; a demo reads it from there (or calls `check_samples`, the
+same check on a folder of samples).
 """
 
 from __future__ import annotations

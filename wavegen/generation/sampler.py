@@ -1,11 +1,12 @@
 """Sampling from a checkpoint: rebuild the model from what the run saved, generate, write.
 
-`run_sampling(cfg)` (the command `experiments/sample.py`) loads the model config and the dataset's spec (sample rate, bits,
-quantization, genre names) from the checkpoint itself, restores the parameters with
-orbax, primes the caches with a song decoded by the pipeline's own audio functions if
-asked, generates streams with `wavegen.generation.generator` in chunks (a progress bar with rate and ETA),
-and writes 16-bit WAVs, spectrogram PNGs, `samples.json` and the listening page
-`index.html`. Nothing about the model is typed on the command line.
+`run_sampling(cfg)` (the command `experiments/sample.py`) loads the model config and the
+dataset's spec (sample rate, bits, quantization, genre names) from the checkpoint itself,
+restores the parameters with `wavegen.training.checkpoints.restore_for_inference` (the
+loader evaluation uses), primes the caches with a song decoded by the pipeline's own audio
+functions if asked, generates streams with `wavegen.generation.generator` in chunks (a
+progress bar with rate and ETA), and writes 16-bit WAVs, spectrogram PNGs, `samples.json`
+and the listening page `index.html`. Nothing about the model is typed on the command line.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from wavegen.data.dataset import UNKNOWN_GENRE, DatasetSpec
 from wavegen.generation import generator, genre_check, references
 from wavegen.generation import listening_page as page
 from wavegen.model import wavenet as model_lib
+from wavegen.progress import progress_bar
 from wavegen.training import checkpoints as ckpt_lib
-from wavegen.training import steps as train_lib
+from wavegen.training import metrics as run_metrics
 
 log = logging.getLogger("wavegen.sample")
 
@@ -97,74 +99,32 @@ def _checkpoint_dir(path: str) -> tuple[str, str]:
                         "holding checkpoints/")
 
 
-def _stored_arrays(ckpts: ckpt_lib.Checkpoints, n: int) -> dict[str, tuple]:
-    """Path -> (shape, dtype) of every array stored in checkpoint n's state, read from
-    its metadata (no array is loaded)."""
-    tree = ckpts.manager.item_metadata(n)["state"]
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {_path(p): (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat
-            if hasattr(m, "shape")}
-
-
-def _path(keys) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-                    for k in keys)
-
-
-def _check_stored(stored: dict[str, tuple], target, use_ema: bool, where: str) -> None:
-    """Refuses, in one line, a checkpoint whose stored parameters do not have the shapes
-    and dtypes that its model config builds - before anything is restored."""
-    part = "ema_params" if use_ema else "params"
-    want = {f"{part}/{_path(p)}": (tuple(x.shape), np.dtype(x.dtype)) for p, x in
-            jax.tree_util.tree_flatten_with_path(getattr(target, part))[0]}
-    for key, (shape, dtype) in want.items():
-        if key not in stored:
-            raise SamplingError(f"{where}: the stored state has no {key}, which its model "
-                                "config builds; the checkpoint does not match its config")
-        if stored[key] != (shape, dtype):
-            s_shape, s_dtype = stored[key]
-            raise SamplingError(f"{where}: {key} is stored as {s_shape} {s_dtype} but its "
-                                f"model config builds {shape} {dtype}; the checkpoint does "
-                                "not match its config")
-    extra = sorted(k for k in stored if k.startswith(part + "/") and k not in want)
-    if extra:
-        raise SamplingError(f"{where}: the stored state has {extra[0]}, which its model "
-                            "config does not build; the checkpoint does not match its config")
-
-
-def _kept_ema(meta: dict, stored: dict[str, tuple]) -> bool:
-    """Whether the run kept an EMA: its meta's `ema` flag; for runs that did not record
-    it, whether EMA arrays were stored."""
-    if "ema" in meta:
-        return bool(meta["ema"])
-    return any(k.startswith("ema_params/") for k in stored)
-
-
 def load(run_path: str, step: str = "latest", use_ema: bool | None = None) -> Loaded:
     """The model of a checkpoint, rebuilt from its saved config, with its parameters
-    (the EMA when use_ema, or when use_ema is None and the run kept one)."""
+    (the EMA when use_ema, or when use_ema is None and the run kept one), restored by
+    `checkpoints.restore_for_inference` (which refuses arrays that do not match)."""
     run_dir, ckpt_dir = _checkpoint_dir(run_path)
-    ckpts = ckpt_lib.Checkpoints(ckpt_dir, create=False)
     try:
-        try:
-            n = ckpts.resolve(step)
-            meta = ckpts.meta(n)
-            model_cfg = ckpt_lib.model_config_from_meta(meta)
-            spec = ckpt_lib.dataset_spec_from_meta(meta)
-            optim_cfg = train_lib.OptimConfig(**meta.get("optim", {}))
-            model_cfg = model_lib.for_dataset(model_cfg, spec)
-        except (ckpt_lib.CheckpointError, TypeError, ValueError) as e:
-            raise SamplingError(f"{ckpt_dir}: {e}") from e
-        stored = _stored_arrays(ckpts, n)
-        kept = _kept_ema(meta, stored)
+        ckpts = ckpt_lib.Checkpoints(ckpt_dir, create=False)
+    except ckpt_lib.CheckpointError as e:
+        raise SamplingError(str(e)) from e
+    try:
+        n = ckpts.resolve(step)
+        meta = ckpts.meta(n)
+        spec = ckpt_lib.dataset_spec_from_meta(meta)
+        model_cfg = model_lib.for_dataset(ckpt_lib.model_config_from_meta(meta), spec)
+        kept = ckpts.kept_ema(n, meta)
         if use_ema and not kept:
             raise SamplingError(f"{run_dir} kept no EMA of its parameters (trained with "
                                 "optim.ema_decay=0); use use_ema=false")
         use_ema = kept if use_ema is None else bool(use_ema)
-        graphdef, target = train_lib.create_train_state(model_cfg, optim_cfg)
-        target = jax.tree.map(np.asarray, target)
-        _check_stored(stored, target, use_ema, f"{ckpt_dir}/{n}")
-        params = ckpts.restore_params(n, target, use_ema=use_ema)
+        graphdef, params = ckpt_lib.restore_for_inference(ckpts, n, meta, use_ema)
+    except SamplingError:
+        raise
+    except ckpt_lib.CheckpointError as e:  # its message names the checkpoint
+        raise SamplingError(str(e)) from e
+    except (TypeError, ValueError) as e:  # a meta that its code cannot take
+        raise SamplingError(f"{ckpt_dir}: {e}") from e
     finally:
         ckpts.close()
     return Loaded(graphdef, params, model_cfg, spec, n, run_dir, meta, use_ema)
@@ -298,7 +258,7 @@ def _generate(cfg: SampleConfig, loaded: Loaded, batch: int, genre_idx, prime,
                                                    chunk, temperature=cfg.temperature)[0])
     compile_s = time.perf_counter() - t0
     parts, done = [], 0
-    bar = _bar(cfg, batch * length)
+    bar = progress_bar("generate", "sample", batch * length, cfg.progress, unit_scale=True)
     t0 = time.perf_counter()
     while done < length:
         bins, state = generator.generate_chunk(loaded.graphdef, loaded.params, state, chunk,
@@ -367,34 +327,10 @@ def _genre_check(cfg: SampleConfig, spec: DatasetSpec, data: RunData | None, wav
         return {"skipped": str(e)}
 
 
-def read_metrics(path: str) -> list[dict]:
-    """The rows of a run's metrics.jsonl that are JSON objects with a numeric `step`;
-    malformed lines (a crash mid-write, a hand edit) are skipped with a warning."""
-    rows, bad = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
-            step = row.get("step") if isinstance(row, dict) else None
-            if isinstance(step, (int, float)) and not isinstance(step, bool) \
-                    and math.isfinite(step):
-                rows.append(row)
-            else:
-                bad += 1
-    if bad:
-        log.warning("%s: skipped %d malformed line(s)", path, bad)
-    return rows
-
-
 def write_page(out: str, result: dict) -> str:
     """index.html with the run's training curve (if its metrics are at hand)."""
     curve = None
-    metrics = os.path.join(result["checkpoint"], "metrics.jsonl")
-    rows = read_metrics(metrics) if os.path.exists(metrics) else []
+    rows = run_metrics.read_metrics(run_metrics.metrics_path(result["checkpoint"]))
     if rows:
         rows = [r for r in rows if r["step"] <= result["checkpoint_step"]] or rows
         curve = "training_curve.png"
@@ -419,11 +355,3 @@ def write_page(out: str, result: dict) -> str:
     return page.listening_page(os.path.join(out, "index.html"), "wavegen samples", facts,
                                result["samples"], curve, result.get("references", ()))
 
-
-def _bar(cfg: SampleConfig, total: int):
-    if not cfg.progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="sample", unit_scale=True, desc="generate",
-                dynamic_ncols=True)

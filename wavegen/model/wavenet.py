@@ -28,10 +28,11 @@ through a 1x1 projection (r9y9's choice for the mixture head on 16-bit audio).
 
 Step-wise generation (the "fast WaveNet" queues) reuses these parameters as they are: each
 layer's dilated conv is one (K, R, G) array whose tap j multiplies the layer's input at
-t - (K-1-j) * d, and the 1x1 projections are plain matrices. `gated_residual` is a layer's arithmetic once its dilated conv is known: the parallel
-pass gets that conv from `causal_conv`, the generator from its caches, and both run the
-same function on it. `WaveNet.embed`, `conditioning` and `head` are the pieces before and
-after the stack. tests/test_model.py and tests/test_generate.py check, with every
+t - (K-1-j) * d, and the 1x1 projections are plain matrices. `gated_residual` is a layer's
+arithmetic once its dilated conv is known: the parallel pass gets that conv from
+`causal_conv`, the generator from its caches, and both run the same function on it.
+`WaveNet.embed`, `conditioning` and `head` are the pieces before and after the stack.
+tests/model/test_wavenet.py and tests/generation/test_generator.py check, with every
 parameter randomised, that stepping through time reproduces the convolutional forward
 pass.
 """

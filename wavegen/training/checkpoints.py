@@ -192,16 +192,28 @@ class Checkpoints:
             raise CheckpointError(f"{path}: lacks the model config or the dataset spec")
         return meta
 
-    def check_arrays(self, step: int, target: Any) -> None:
-        """Refuses, in one line and before reading any array, a checkpoint whose stored
-        arrays differ in names, shapes or dtypes from `target` (what its config makes)."""
+    def stored_arrays(self, step: int) -> dict[str, tuple]:
+        """Name -> (shape, dtype) of every array in step's state, from its metadata (no
+        array is read); a damaged step is one CheckpointError."""
         try:
             stored = self.manager.item_metadata(step)["state"]
+            return {_path_name(p): (tuple(m.shape), np.dtype(m.dtype))
+                    for p, m in jax.tree_util.tree_flatten_with_path(stored)[0]}
         except Exception as e:  # orbax raises several types for a damaged step
             raise CheckpointError(f"{self.directory}/{step}: unreadable array metadata "
                                   f"({type(e).__name__})") from e
-        have = {_path_name(p): (tuple(m.shape), np.dtype(m.dtype))
-                for p, m in jax.tree_util.tree_flatten_with_path(stored)[0]}
+
+    def kept_ema(self, step: int, meta: dict) -> bool:
+        """Whether the run kept an EMA of its parameters: the meta's `ema` flag; for runs
+        that did not record it, whether EMA arrays are stored."""
+        if "ema" in meta:
+            return bool(meta["ema"])
+        return any(k.startswith("ema_params.") for k in self.stored_arrays(step))
+
+    def check_arrays(self, step: int, target: Any) -> None:
+        """Refuses, in one line and before reading any array, a checkpoint whose stored
+        arrays differ in names, shapes or dtypes from `target` (what its config makes)."""
+        have = self.stored_arrays(step)
         want = {_path_name(p): (tuple(np.shape(x)), np.dtype(x.dtype))
                 for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
         names = sorted(set(have) | set(want), key=lambda k: (not k.startswith("params."), k))

@@ -63,7 +63,7 @@ def evaluate_checkpoint(cfg: EvalConfig) -> dict:
     ckpts = _open_checkpoints(run_dir)
     try:
         step, meta = _resolve(ckpts, cfg.step)
-        use_ema = bool(meta.get("ema", False)) if cfg.use_ema is None else cfg.use_ema
+        use_ema = ckpts.kept_ema(step, meta) if cfg.use_ema is None else cfg.use_ema
         model_cfg = ckpt_lib.model_config_from_meta(meta)
         dataset = _open_matching_dataset(cfg, run_dir, meta)
         graphdef, params = ckpt_lib.restore_for_inference(ckpts, step, meta, use_ema)
