@@ -26,7 +26,6 @@ import os
 import re
 import sys
 import time
-import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -218,8 +217,8 @@ def _run_locked(plan: Plan, args, options, out: str) -> int:
     for stale in output_folder.stale_scratch(out):
         log.warning("removing %s, left by an interrupted run", stale)
         output_folder.remove_scratch(stale)
-    staging = os.path.join(out, f"{output_folder.STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
-    FileSystems.mkdirs(staging)
+    output_folder.mark_output_dir(out)
+    staging = output_folder.make_scratch(out)
     try:
         summary = _run_pipeline(plan, args, options, out, staging)
     except PipelineFailed as e:

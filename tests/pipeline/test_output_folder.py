@@ -64,6 +64,52 @@ def test_a_folder_that_is_not_a_dataset_is_refused_even_with_overwrite(two_corpo
     assert "thesis.tex" in caplog.text and "not a wavegen dataset" in caplog.text
 
 
+def test_common_names_alone_do_not_make_a_folder_wavegens(tmp_path):
+    """A user's metadata.json, summary.json and .staging-<hex> folder are not a dataset's."""
+    mine = tmp_path / "mine"
+    (mine / ".staging-cafe").mkdir(parents=True)
+    (mine / ".staging-cafe" / "precious.txt").write_text("keep me")
+    (mine / "metadata.json").write_text('{"author": "me"}')
+    (mine / "summary.json").write_text('{"mine": true}')
+    (mine / ".wavegen-staging-0123456789ab").mkdir()  # our name, but no marker in it
+    (mine / ".wavegen-staging-0123456789ab" / "notes.txt").write_text("mine too")
+    before = snapshot(mine)
+    for overwrite in (False, True):
+        with pytest.raises(of.OutputError, match="not a wavegen dataset"):
+            of.check_output_dir(str(mine), overwrite=overwrite)
+    assert of.old_dataset_files(str(mine)) == []
+    assert of.stale_scratch(str(mine)) == []
+    of.remove_scratch(str(mine / ".wavegen-staging-0123456789ab"))
+    assert snapshot(mine) == before
+
+
+def test_a_run_that_writes_no_song_does_not_clobber_a_users_reports(tmp_path, caplog):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "broken.wav").write_bytes(b"not audio at all")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.json").write_text('{"mine": true}')
+    (mine / "failed.jsonl").write_text('{"my": "log"}\n')
+    before = snapshot(mine)
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={bad}", f"--output_dir={mine}", *SMALL) == 2
+    assert snapshot(mine) == before and "not a wavegen dataset" in caplog.text
+
+
+def test_only_marked_scratch_folders_of_a_wavegen_folder_are_removed(two_corpora, tmp_path):
+    old, _ = two_corpora
+    out = tmp_path / "ds"
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0
+    stale = of.make_scratch(str(out))  # as a killed run leaves it
+    (out / ".wavegen-staging-00000000abcd").mkdir()  # our name shape, no marker: not ours
+    (out / ".staging-cafe").mkdir()
+    assert of.stale_scratch(str(out)) == [stale]
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", "--overwrite", *SMALL) == 0
+    assert not os.path.exists(stale)
+    assert (out / ".wavegen-staging-00000000abcd").is_dir() and (out / ".staging-cafe").is_dir()
+
+
 def test_overwrite_replaces_only_the_datasets_files_by_exact_name(two_corpora, tmp_path):
     old, new = two_corpora
     out = tmp_path / "ds"
@@ -78,7 +124,7 @@ def test_overwrite_replaces_only_the_datasets_files_by_exact_name(two_corpora, t
     shards = sorted(n for n in os.listdir(out) if ".tfrecord-" in n)
     assert shards == ["wavegen-train.tfrecord-00000-of-00001"]  # the old three are gone
     assert dataset_ids(out) == {"x.wav", "y.wav"}
-    assert not [n for n in os.listdir(out) if n.startswith((".staging-", ".wavegen-old-"))]
+    assert not [n for n in os.listdir(out) if n.startswith((of.STAGING_PREFIX, of.BACKUP_PREFIX))]
 
 
 @pytest.mark.parametrize("where", ["/", "~"])
@@ -116,10 +162,11 @@ def test_a_second_run_into_a_locked_folder_is_refused(two_corpora, tmp_path, cap
     old, _ = two_corpora
     out = tmp_path / "ds"
     with of.locked(str(out)):
-        (out / ".staging-0123456789ab").mkdir()  # the first run's work in progress
+        of.mark_output_dir(str(out))
+        busy = of.make_scratch(str(out))  # the first run's work in progress
         with caplog.at_level("ERROR"):
             assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 2
-        assert (out / ".staging-0123456789ab").is_dir()  # not taken for a stale one
+        assert os.path.isdir(busy)  # not taken for a stale one
     assert f"pid {os.getpid()}" in caplog.text and "another wavegen run" in caplog.text
     assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0  # free again
 
@@ -168,7 +215,7 @@ def test_a_crash_at_any_step_keeps_both_datasets_and_recovery_finishes(half_repl
                                                                       tmp_path, monkeypatch):
     src, journal, old_files, new_files = half_replaced
     monkeypatch.setattr(of, "crash", _crash)
-    assert set(journal["old"]) == {n for n in old_files if "/" not in n and n != of.LOCK_FILE}
+    assert set(journal["old"]) == {n for n in old_files if "/" not in n and n not in (of.LOCK_FILE, of.MARKER)}
     for k in range(1, _steps(journal) + 1):
         out = tmp_path / f"k{k}"
         shutil.copytree(src, out, symlinks=True)
