@@ -213,7 +213,9 @@ def _run_locked(plan: Plan, args, options, out: str) -> int:
     recovered = output_folder.recover(out)
     if recovered:
         log.warning("%s", recovered)
-        output_folder.check_output_dir(out, args.overwrite)  # it may hold a dataset now
+    # Again, now that no other run can write here: one may have written a dataset (or a
+    # recovery put one in place) since the early check.
+    output_folder.check_output_dir(out, args.overwrite)
     for stale in output_folder.stale_scratch(out):
         log.warning("removing %s, left by an interrupted run", stale)
         output_folder.remove_scratch(stale)

@@ -171,6 +171,30 @@ def test_a_second_run_into_a_locked_folder_is_refused(two_corpora, tmp_path, cap
     assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0  # free again
 
 
+def test_a_dataset_written_while_this_run_planned_is_not_replaced_without_overwrite(
+        two_corpora, tmp_path, monkeypatch, caplog):
+    """The folder is checked again under the lock: another run may have finished a dataset
+    there between the early check and the lock (planning can take minutes)."""
+    from beam_pipelines import preprocess
+
+    old, new = two_corpora
+    theirs = tmp_path / "theirs"
+    assert run_pipeline(f"--input={old}", f"--output_dir={theirs}", *SMALL) == 0
+    out = tmp_path / "ds"
+    make_plan = preprocess.make_plan
+
+    def plan_while_another_run_writes(args):
+        plan = make_plan(args)
+        shutil.copytree(theirs, out)  # the other run, done meanwhile
+        return plan
+
+    monkeypatch.setattr(preprocess, "make_plan", plan_while_another_run_writes)
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={new}", f"--output_dir={out}", *SMALL) == 2
+    assert "already holds a dataset" in caplog.text
+    assert dataset_ids(out) == {"a.wav", "b.wav", "c.wav"}
+
+
 # --------------------------------------------------------------------------------------
 # Crashes while the dataset is put in place
 
