@@ -317,6 +317,11 @@ def _roll_back(out: str, journal: dict) -> None:
     _remove_tree(backup)
 
 
+def replacement_pending(out: str) -> bool:
+    """Whether a replacement journal waits for the next run (`recover`) to finish it."""
+    return _exists(_join(out, JOURNAL))
+
+
 def recover(out: str) -> str:
     """Finishes (or, when the new files are gone, undoes) a replacement a crash left
     half-done; returns what it did, '' if there was nothing to do. Call under `locked`."""

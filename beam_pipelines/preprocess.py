@@ -226,9 +226,21 @@ def _run_locked(plan: Plan, args, options, out: str) -> int:
     except PipelineFailed as e:
         log.error("%s", e)
         return 1
+    except (RuntimeError, OSError) as e:  # finalisation: lost songs, disk full, permissions
+        log.error("%s", _finalize_error(out, e))
+        return 1
     finally:
         output_folder.remove_scratch(staging)  # kept while a journal needs it
     return _report(summary, plan, args, out)
+
+
+def _finalize_error(out: str, e: BaseException) -> str:
+    """One line for an error while the new dataset was put in place."""
+    line = f"could not put the new dataset in place in {out}: {one_line(e)}"
+    if output_folder.replacement_pending(out):
+        line += ("; the old and new files are both kept, and the next run into this folder "
+                 "finishes the replacement")
+    return line
 
 
 def _run_pipeline(plan: Plan, args, options, out: str, staging: str) -> dict:

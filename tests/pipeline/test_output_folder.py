@@ -302,3 +302,65 @@ def test_a_killed_process_leaves_a_folder_the_next_run_completes(two_corpora, tm
     assert again.returncode == 2, again.stderr[-2000:]
     assert "finished putting in place" in again.stderr and "already holds" in again.stderr
     assert dataset_ids(out) == {"x.wav", "y.wav"}
+
+
+# --------------------------------------------------------------------------------------
+# Errors while the dataset is put in place: one line, exit 1, nothing lost
+
+
+def _errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_song_the_pipeline_lost_is_one_line_and_exit_1(two_corpora, tmp_path, monkeypatch,
+                                                         caplog):
+    from beam_pipelines import preprocess
+
+    old, _ = two_corpora
+    read = preprocess._read_jsonl
+    monkeypatch.setattr(preprocess, "_read_jsonl",
+                        lambda p: read(p)[1:] if p.endswith("songs.jsonl") else read(p))
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={old}", f"--output_dir={tmp_path / 'ds'}", *SMALL) == 1
+    [line] = _errors(caplog)
+    assert "lost track of 1 song" in line and "\n" not in line and "next run" not in line
+
+
+def test_disk_full_mid_replacement_is_one_line_and_the_next_run_finishes(two_corpora, tmp_path,
+                                                                         monkeypatch, caplog):
+    old, new = two_corpora
+    out = tmp_path / "ds"
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(of, "_rename", full)
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={new}", f"--output_dir={out}", "--overwrite",
+                            *SMALL) == 1
+    [line] = _errors(caplog)
+    assert "No space left on device" in line and "next run" in line and "\n" not in line
+    monkeypatch.undo()
+    assert "finished putting in place" in of.recover(str(out))
+    assert dataset_ids(out) == {"x.wav", "y.wav"}
+
+
+def test_an_unwritable_report_is_one_line_and_the_old_dataset_stays(two_corpora, tmp_path,
+                                                                    monkeypatch, caplog):
+    from beam_pipelines import preprocess
+
+    old, new = two_corpora
+    out = tmp_path / "ds"
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0
+
+    def denied(path, text):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(preprocess, "_write_text", denied)
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={new}", f"--output_dir={out}", "--overwrite",
+                            *SMALL) == 1
+    [line] = _errors(caplog)
+    assert "Permission denied" in line and "next run" not in line
+    assert dataset_ids(out) == {"a.wav", "b.wav", "c.wav"}
