@@ -48,7 +48,6 @@ REPORT_FILES = ("failed.jsonl", "summary.json")
 LATEST_REPORT_FILES = ("failed.latest.jsonl", "summary.latest.json")
 _SHARD = re.compile(rf"{DATASET_NAME}-[A-Za-z][A-Za-z0-9_]*\.tfrecord-\d{{5}}-of-\d{{5}}")
 _SCRATCH = re.compile(rf"({re.escape(STAGING_PREFIX)}|{re.escape(BACKUP_PREFIX)})[0-9a-f]{{12}}")
-CRASH_ENV = "WAVEGEN_CRASH_AT_STEP"  # tests: os._exit at the k-th step of a replacement
 
 
 class OutputError(ValueError):
@@ -208,22 +207,21 @@ def old_dataset_files(out: str) -> list[str]:
     return sorted(n for n in names if n in shards or n in keep)
 
 
+def after_step(done: int) -> None:
+    """Called after each step of a replacement with the number of steps done; does
+    nothing. Tests replace it (monkeypatch, or tests/pipeline/crash_at_step.py in a
+    subprocess) to stop a replacement at any step."""
+
+
 class _Steps:
-    """Counts the steps of a replacement; with WAVEGEN_CRASH_AT_STEP=k the process dies
-    (os._exit, no clean-up) at step k, for tests of crash safety."""
+    """Counts the steps of a replacement, calling `after_step` after each."""
 
     def __init__(self):
         self.done = 0
-        self.crash_at = int(os.environ.get(CRASH_ENV, "0") or 0)
 
     def __call__(self) -> None:
         self.done += 1
-        if self.done == self.crash_at:
-            crash()
-
-
-def crash() -> None:
-    os._exit(70)
+        after_step(self.done)
 
 
 def _rename(src: str, dst: str) -> None:

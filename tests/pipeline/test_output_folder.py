@@ -14,6 +14,7 @@ from beam_pipelines import output_folder as of
 from helpers import run_pipeline, tone, write_audio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CRASH_AT_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_at_step.py")
 SMALL = ["--chunk_seconds=0.2", "--context_samples=200"]
 
 
@@ -203,8 +204,12 @@ class Crash(BaseException):
     """Stands for a kill: nothing catches it (the replacement has no clean-up handlers)."""
 
 
-def _crash():
-    raise Crash()
+def _crash_at(k: int):
+    """An `after_step` hook that stops a replacement at its k-th step."""
+    def hook(done: int) -> None:
+        if done == k:
+            raise Crash()
+    return hook
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +222,7 @@ def half_replaced(two_corpora, tmp_path_factory):
                         *SMALL) == 0
     old_files = snapshot(out)
     mp = pytest.MonkeyPatch()
-    mp.setenv(of.CRASH_ENV, "1")
-    mp.setattr(of, "crash", _crash)
+    mp.setattr(of, "after_step", _crash_at(1))
     try:
         with pytest.raises(Crash):
             run_pipeline(f"--input={new}", f"--output_dir={out}", "--split=train:1",
@@ -238,12 +242,11 @@ def _steps(journal) -> int:
 def test_a_crash_at_any_step_keeps_both_datasets_and_recovery_finishes(half_replaced,
                                                                       tmp_path, monkeypatch):
     src, journal, old_files, new_files = half_replaced
-    monkeypatch.setattr(of, "crash", _crash)
     assert set(journal["old"]) == {n for n in old_files if "/" not in n and n not in (of.LOCK_FILE, of.MARKER)}
     for k in range(1, _steps(journal) + 1):
         out = tmp_path / f"k{k}"
         shutil.copytree(src, out, symlinks=True)
-        monkeypatch.setenv(of.CRASH_ENV, str(k))
+        monkeypatch.setattr(of, "after_step", _crash_at(k))
         with pytest.raises(Crash):
             of._roll_forward(str(out), journal, of._Steps())
         # Nothing lost: every old file is in place or in the backup, every new one in
@@ -269,8 +272,7 @@ def test_recovery_puts_the_old_dataset_back_when_the_new_one_is_gone(half_replac
     src, journal, old_files, _ = half_replaced
     out = tmp_path / "ds"
     shutil.copytree(src, out, symlinks=True)
-    monkeypatch.setattr(of, "crash", _crash)
-    monkeypatch.setenv(of.CRASH_ENV, str(len(journal["old"]) + 3))  # two new files in
+    monkeypatch.setattr(of, "after_step", _crash_at(len(journal["old"]) + 3))  # 2 new in
     with pytest.raises(Crash):
         of._roll_forward(str(out), journal, of._Steps())
     shutil.rmtree(out / journal["staging"])  # e.g. removed by hand
@@ -288,15 +290,16 @@ def test_a_killed_process_leaves_a_folder_the_next_run_completes(two_corpora, tm
     assert run_pipeline(f"--input={old}", f"--output_dir={out}", "--split=train:1",
                         *SMALL) == 0
     n_old = len(of.old_dataset_files(str(out)))
-    env = dict(os.environ, **{of.CRASH_ENV: str(n_old + 2)})  # journal, old files, phase
-    cmd = [sys.executable, "-m", "beam_pipelines.preprocess", f"--input={new}",
-           f"--output_dir={out}", "--split=train:1", "--overwrite", *SMALL,
-           "--direct_num_workers=1", "--direct_running_mode=in_memory"]
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    args = [f"--input={new}", f"--output_dir={out}", "--split=train:1", "--overwrite", *SMALL,
+            "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    crash_at = str(n_old + 2)  # journal, old files, phase
+    res = subprocess.run([sys.executable, CRASH_AT_STEP, crash_at, *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 70, res.stderr[-2000:]
     assert not (out / of.INFO_FILE).exists() and (out / of.JOURNAL).exists()
     # The same command again: it finishes the interrupted replacement, then refuses to
     # replace the dataset now in place without --overwrite.
+    cmd = [sys.executable, "-m", "beam_pipelines.preprocess", *args]
     again = subprocess.run(cmd[:-5] + cmd[-4:], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 2, again.stderr[-2000:]
@@ -364,3 +367,20 @@ def test_an_unwritable_report_is_one_line_and_the_old_dataset_stays(two_corpora,
     [line] = _errors(caplog)
     assert "Permission denied" in line and "next run" not in line
     assert dataset_ids(out) == {"a.wav", "b.wav", "c.wav"}
+
+
+def test_no_environment_variable_can_stop_a_real_replacement(tmp_path):
+    """The crash hook of the tests is a function they replace, not something a stray
+    environment variable (the old WAVEGEN_CRASH_AT_STEP) switches on in real runs."""
+    out = tmp_path / "ds"
+    staging = out / ".wavegen-staging-0123456789ab"
+    staging.mkdir(parents=True)
+    (out / "metadata.json").write_text('{"wavegen_metadata_version": 1}')
+    (staging / of.INFO_FILE).write_text("{}")
+    code = ("import sys; from beam_pipelines import output_folder as of; "
+            "of.replace_dataset(sys.argv[1], sys.argv[2], [of.INFO_FILE])")
+    env = dict(os.environ, WAVEGEN_CRASH_AT_STEP="1")
+    res = subprocess.run([sys.executable, "-c", code, str(out), str(staging)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / of.INFO_FILE).read_text() == "{}" and not (out / of.JOURNAL).exists()
