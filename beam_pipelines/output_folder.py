@@ -33,7 +33,7 @@ from collections.abc import Iterator
 
 from apache_beam.io.filesystems import FileSystems
 
-from wavegen.data.dataset import DATASET_NAME, INFO_FILE
+from wavegen.data.dataset import INFO_FILE, SHARD_PATTERN, shard_filename
 from wavegen.data.errors import one_line
 from wavegen.data.paths import is_local, local_path
 
@@ -46,7 +46,6 @@ BACKUP_PREFIX = ".wavegen-old-"
 METADATA_FILES = (INFO_FILE, "features.json", "metadata.json", "genre.labels.txt")
 REPORT_FILES = ("failed.jsonl", "summary.json")
 LATEST_REPORT_FILES = ("failed.latest.jsonl", "summary.latest.json")
-_SHARD = re.compile(rf"{DATASET_NAME}-[A-Za-z][A-Za-z0-9_]*\.tfrecord-\d{{5}}-of-\d{{5}}")
 _SCRATCH = re.compile(rf"({re.escape(STAGING_PREFIX)}|{re.escape(BACKUP_PREFIX)})[0-9a-f]{{12}}")
 
 
@@ -199,10 +198,9 @@ def old_dataset_files(out: str) -> list[str]:
             info = json.loads(f.read().decode("utf-8"))
         for split in info.get("splits", []):
             n = len(split.get("shardLengths", []))
-            shards |= {f"{DATASET_NAME}-{split['name']}.tfrecord-{i:05d}-of-{n:05d}"
-                       for i in range(n)}
+            shards |= {shard_filename(split["name"], i, n) for i in range(n)}
     except Exception:  # no or unreadable dataset_info.json: the names wavegen writes
-        shards = {n for n in names if _SHARD.fullmatch(n)}
+        shards = {n for n in names if SHARD_PATTERN.fullmatch(n)}
     keep = METADATA_FILES + REPORT_FILES + LATEST_REPORT_FILES
     return sorted(n for n in names if n in shards or n in keep)
 

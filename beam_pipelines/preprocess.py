@@ -32,10 +32,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import output_folder
-from beam_pipelines.transforms import Preprocess, shard_filename
+from beam_pipelines.transforms import Preprocess
 from wavegen.data import audio
 from wavegen.data.errors import one_line
-from wavegen.data.dataset import FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features
+from wavegen.data.dataset import (FILENAME_TEMPLATE, INFO_FILE, MAX_SHARDS, DatasetSpec,
+                                  features, shard_filename)
 from beam_pipelines.ingest import fetch
 from beam_pipelines.ingest import fma_metadata as fma
 from beam_pipelines.ingest import song_chunks
@@ -58,7 +59,6 @@ CHUNKING_FLAGS = {f: f for f in ("sample_rate", "quantization", "bits", "chunk_s
 FETCH_FLAGS = {"max_song_bytes": "max_bytes", "fetch_timeout": "timeout_s",
                "fetch_deadline": "deadline_s", "fetch_attempts": "max_attempts",
                "fetch_backoff": "backoff_s"}
-MAX_SHARDS = 99_999  # shard file names count to 5 digits
 
 
 def build_parser() -> argparse.ArgumentParser:
