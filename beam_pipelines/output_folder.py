@@ -94,7 +94,8 @@ def _write_small(path: str, text: str) -> None:
 
 
 def mark_output_dir(out: str) -> None:
-    """Marks `out` as written by wavegen (call under `locked`, after the check)."""
+    """Marks `out` as written by wavegen (under `locked`, after the check, before the
+    run's first file goes into `out` itself)."""
     _write_small(_join(out, MARKER), json.dumps({"wavegen_output": 1}) + "\n")
 
 
@@ -144,7 +145,8 @@ def check_output_dir(out: str, overwrite: bool) -> str:
     if is_local(out):
         _check_local_place(out)
     out = out.rstrip("/") or out
-    names = [n for n in _list(out) if n != LOCK_FILE]
+    names = [n for n in _list(out)  # a lock and a killed run's marked scratch: ours
+             if n != LOCK_FILE and not _is_scratch(_join(out, n))]
     if names and not is_wavegen_folder(out):
         raise OutputError(f"--output_dir={out} holds files that are not a wavegen dataset's "
                           f"(e.g. {', '.join(map(repr, names[:3]))}); wavegen writes only "

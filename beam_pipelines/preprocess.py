@@ -229,7 +229,6 @@ def _run_locked(plan: Plan, args, options, out: str) -> int:
     for stale in output_folder.stale_scratch(out):
         log.warning("removing %s, left by an interrupted run", stale)
         output_folder.remove_scratch(stale)
-    output_folder.mark_output_dir(out)
     staging = output_folder.make_scratch(out)
     try:
         summary = _run_pipeline(plan, args, options, out, staging)
@@ -333,6 +332,7 @@ def finalize(out, staging, spec, songs, args, seconds, report=None) -> dict:
         # this run's report goes beside it.
         report_files = output_folder.LATEST_REPORT_FILES
     where = staging if shards else out
+    output_folder.mark_output_dir(out)  # before this run's first file goes into `out`
     _write_text(os.path.join(where, report_files[0]),
                 "".join(json.dumps(r) + "\n" for r in sorted(failed, key=_by_id)))
     _write_text(os.path.join(where, report_files[1]), json.dumps(summary, indent=2) + "\n")

@@ -384,3 +384,14 @@ def test_no_environment_variable_can_stop_a_real_replacement(tmp_path):
                          env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (out / of.INFO_FILE).read_text() == "{}" and not (out / of.JOURNAL).exists()
+
+
+def test_a_run_killed_in_a_new_folder_does_not_lock_the_next_one_out(two_corpora, tmp_path):
+    """A killed run leaves only its lock and marked staging folder: the next run removes
+    the staging folder and writes its dataset."""
+    old, _ = two_corpora
+    out = tmp_path / "ds"
+    with of.locked(str(out)):
+        stale = of.make_scratch(str(out))
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0
+    assert not os.path.exists(stale) and dataset_ids(out) == {"a.wav", "b.wav", "c.wav"}
