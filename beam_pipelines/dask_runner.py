@@ -16,6 +16,10 @@ pipeline wrong in four ways, each fixed here (everything else is Beam's own):
    `Item` the consuming task depends on: computed once, on the cluster, then passed in.
 4. Outputs emitted in `finish_bundle` were dropped. Here they are kept.
 
+A DoFn is set up once per worker thread and reused by the partitions that follow (Beam's
+called setup and teardown for every partition, i.e. every song); it is torn down when it
+fails and, on every worker, when the run ends. The client is closed whatever fails.
+
 Like Beam's, it runs batch pipelines in the global window (elements carry no windows or
 timestamps between transforms), without state, timers or metrics.
 
