@@ -92,10 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "receptive field of the models you will train")
     p.add_argument("--split", default=song_chunks.DEFAULT_SPLIT,
                    help="NAME:FRACTION,...; songs are assigned by a stable hash of their id")
-    p.add_argument("--genre_from", choices=sources.GENRE_FROM, default=sources.DEFAULT_GENRE_FROM,
+    p.add_argument("--genre_from", choices=sources.GENRE_FROM,
+                   default=sources.DEFAULT_GENRE_FROM,
                    help="folder: a song's genre is its parent folder's name; fma: the "
                         "track's top genre in --metadata")
-    p.add_argument("--split_from", choices=sources.SPLIT_FROM, default=sources.DEFAULT_SPLIT_FROM,
+    p.add_argument("--split_from", choices=sources.SPLIT_FROM,
+                   default=sources.DEFAULT_SPLIT_FROM,
                    help="hash: by a stable hash of the song id and --split; fma: FMA's own "
                         "training/validation/test split from --metadata")
     p.add_argument("--metadata", help="FMA tracks.csv, or fma_metadata.zip holding it")
