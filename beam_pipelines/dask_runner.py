@@ -16,6 +16,10 @@ pipeline wrong in four ways, each fixed here (everything else is Beam's own):
    `Item` the consuming task depends on: computed once, on the cluster, then passed in.
 4. Outputs emitted in `finish_bundle` were dropped. Here they are kept.
 
+A DoFn is set up once per worker thread and reused by the partitions that follow (Beam's
+called setup and teardown for every partition, i.e. every song); it is torn down when it
+fails and, on every worker, when the run ends. The client is closed whatever fails.
+
 Like Beam's, it runs batch pipelines in the global window (elements carry no windows or
 timestamps between transforms), without state, timers or metrics.
 
@@ -28,7 +32,10 @@ the cluster's threads) for the many small elements that follow.
 
 from __future__ import annotations
 
+import collections
 import functools
+import threading
+import uuid
 
 from apache_beam import pvalue
 from apache_beam.pipeline import PipelineVisitor
@@ -87,8 +94,11 @@ def _map_partitions(func, bag, items, label):
     return Bag(graph, name, bag.npartitions)
 
 
-def _run_bundle(items, *side_values, fn, label, args, kwargs, window_fn, side_specs):
-    """One dask partition through a DoFn: setup, start, process, finish, teardown."""
+def _run_bundle(items, *side_values, fn, run_id, label, args, kwargs, window_fn,
+                side_specs):
+    """One dask partition through a DoFn: start, process, finish; the DoFn is set up once
+    and reused by the later partitions on this worker (see `_take_dofn`), torn down when
+    it fails or when the run ends (`_tear_down_run`)."""
     from apache_beam import DoFn
     from apache_beam.runners.common import (DoFnContext, DoFnInvoker, DoFnSignature,
                                             _OutputHandler)
@@ -104,20 +114,77 @@ def _run_bundle(items, *side_values, fn, label, args, kwargs, window_fn, side_sp
                              tagged_receivers=receivers, per_element_output_counter=None,
                              output_batch_converter=None, process_yields_batches=False,
                              process_batch_yields_elements=False)
+    key = (run_id, label)
+    dofn, fresh = _take_dofn(key, fn)
     invoker = DoFnInvoker.create_invoker(
-        DoFnSignature(fn), handler, context=DoFnContext(label, state=None),
+        DoFnSignature(dofn), handler, context=DoFnContext(label, state=None),
         side_inputs=side_inputs, input_args=list(args), input_kwargs=kwargs,
         user_state_context=None, bundle_finalizer_param=DoFn.BundleFinalizerParam())
-    invoker.invoke_setup()
-    invoker.invoke_start_bundle()
     n = 0
-    for item in items:
-        invoker.invoke_process(te.get_windowed_value(item, window_fn))
-        n += 1
-    invoker.invoke_finish_bundle()  # before collecting: its outputs count too
-    invoker.invoke_teardown()
+    try:
+        if fresh:
+            invoker.invoke_setup()
+        invoker.invoke_start_bundle()
+        for item in items:
+            invoker.invoke_process(te.get_windowed_value(item, window_fn))
+            n += 1
+        invoker.invoke_finish_bundle()  # before collecting: its outputs count too
+    except BaseException:
+        _tear_down(key, dofn)  # a failed DoFn is not reused
+        raise
+    _give_back_dofn(key, dofn)
     _count_on_worker(label, n)
     return out
+
+
+# The DoFns set up in this worker process, per (run, transform): idle ones wait for the
+# next partition, so setup runs once per worker thread, not once per partition (per song).
+_DOFN_LOCK = threading.Lock()
+_IDLE_DOFNS: dict[tuple[str, str], list] = collections.defaultdict(list)
+_LIVE_DOFNS: dict[tuple[str, str], list] = collections.defaultdict(list)
+
+
+def _take_dofn(key, fn):
+    """An idle, set-up DoFn for `key`, or `fn` (this task's copy) to set up: (dofn,
+    needs_setup)."""
+    with _DOFN_LOCK:
+        if _IDLE_DOFNS[key]:
+            return _IDLE_DOFNS[key].pop(), False
+        _LIVE_DOFNS[key].append(fn)
+        return fn, True
+
+
+def _give_back_dofn(key, dofn) -> None:
+    with _DOFN_LOCK:
+        _IDLE_DOFNS[key].append(dofn)
+
+
+def _tear_down(key, dofn) -> None:
+    """Tears `dofn` down (best effort, as Beam's teardown is) and forgets it."""
+    with _DOFN_LOCK:
+        if dofn in _LIVE_DOFNS[key]:
+            _LIVE_DOFNS[key].remove(dofn)
+        if dofn in _IDLE_DOFNS[key]:
+            _IDLE_DOFNS[key].remove(dofn)
+    try:
+        dofn.teardown()
+    except Exception:  # teardown must not hide the error that brought us here
+        pass
+
+
+def _tear_down_run(run_id: str) -> int:
+    """Tears down every DoFn this worker set up for run `run_id` (run on each worker when
+    the run ends); returns how many."""
+    with _DOFN_LOCK:
+        keys = [k for k in _LIVE_DOFNS if k[0] == run_id]
+        dofns = [(k, d) for k in keys for d in _LIVE_DOFNS[k]]
+    for key, dofn in dofns:
+        _tear_down(key, dofn)
+    with _DOFN_LOCK:
+        for key in keys:
+            _IDLE_DOFNS.pop(key, None)
+            _LIVE_DOFNS.pop(key, None)
+    return len(dofns)
 
 
 def _count_on_worker(label, n):
@@ -151,31 +218,53 @@ class DaskRunner(beam_dask.DaskRunner):
             drop_default=True, current_only=True)
         bag_kwargs = beam_dask.DaskOptions._extract_bag_kwargs(dask_options)
         client = ddist.Client(**dask_options)
-        pipeline.replace_all(dask_overrides())
-        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-        visitor = _BagVisitor(bag_kwargs, max(1, 2 * threads))
-        pipeline.visit(visitor)
-        leaves = [bag for pcoll, bag in visitor.bags.items()
-                  if pcoll not in visitor.consumed]
-        # No graph optimisation: its task fusion recomputes shared partitions (a DoFn with
-        # side effects ran once per consumer).
-        futures = client.compute(leaves, optimize_graph=False)
-        return _Result(client, futures)
+        run_id = uuid.uuid4().hex
+        try:
+            pipeline.replace_all(dask_overrides())
+            threads = sum(w["nthreads"]
+                          for w in client.scheduler_info()["workers"].values())
+            visitor = _BagVisitor(bag_kwargs, max(1, 2 * threads), run_id)
+            pipeline.visit(visitor)
+            leaves = [bag for pcoll, bag in visitor.bags.items()
+                      if pcoll not in visitor.consumed]
+            # No graph optimisation: its task fusion recomputes shared partitions (a DoFn
+            # with side effects ran once per consumer).
+            futures = client.compute(leaves, optimize_graph=False)
+        except BaseException:
+            client.close()
+            raise
+        return _Result(client, futures, run_id)
 
 
 class _Result(beam_dask.DaskRunnerResult):
+    def __init__(self, client, futures, run_id):
+        super().__init__(client, futures)
+        self.run_id = run_id
+
     def wait_until_finish(self, duration=None):
         try:
             return super().wait_until_finish(duration)
         finally:
             if self._state in (PipelineState.DONE, PipelineState.FAILED):
-                self.client.close()
+                try:
+                    self._tear_down_dofns()
+                finally:
+                    self.client.close()
+
+    def _tear_down_dofns(self) -> None:
+        """Each worker's DoFns of this run get their teardown (best effort)."""
+        try:
+            self.client.run(_tear_down_run, self.run_id)
+        except Exception:  # a worker that is gone took its DoFns with it
+            pass
+        _tear_down_run(self.run_id)  # an in-process (threads) cluster
 
 
 class _BagVisitor(PipelineVisitor):
     """Beam transforms -> dask bags, one bag per PCollection."""
 
-    def __init__(self, bag_kwargs, shuffle_partitions):
+    def __init__(self, bag_kwargs, shuffle_partitions, run_id):
+        self.run_id = run_id
         self.bag_kwargs = bag_kwargs
         self.shuffle_partitions = shuffle_partitions
         self.bags: dict = {}
@@ -210,7 +299,8 @@ class _BagVisitor(PipelineVisitor):
         window_fn = getattr(getattr(main_input, "windowing", None), "windowfn", None)
         side_specs = [(type(si), si._view_options(), si._window_mapping_fn) for si in sides]
         side_items = [_whole(self.bags[si.pvalue]) for si in sides]
-        bundle = functools.partial(_run_bundle, fn=transform.fn, label=node.full_label,
+        bundle = functools.partial(_run_bundle, fn=transform.fn, run_id=self.run_id,
+                                   label=node.full_label,
                                    args=args, kwargs=kwargs, window_fn=window_fn,
                                    side_specs=side_specs)
         tagged = _map_partitions(bundle, in_bag, side_items, node.full_label)

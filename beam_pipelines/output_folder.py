@@ -2,10 +2,15 @@
 and a dataset in it replaced so that a crash at any moment loses neither the old nor the
 new one.
 
-The pipeline deletes or overwrites only names a wavegen dataset writes, by exact name
-(the old dataset's shards as its dataset_info.json lists them, its metadata and report
-files). A non-empty folder that is not a wavegen dataset is refused, even with
---overwrite; so are filesystem roots and the home folder.
+A folder is wavegen's only when it proves it: its metadata.json is a wavegen dataset's
+metadata, or it holds the marker (`.wavegen-output.json`) every run writes into the folder
+it writes to, or an interrupted replacement's journal. Any other folder holding anything
+but a lock file is refused, even with --overwrite; so are filesystem roots and the home
+folder. In a wavegen folder the pipeline deletes or overwrites only names a wavegen dataset
+writes, by exact name (the old dataset's shards as its dataset_info.json lists them, its
+metadata and report files), and removes only scratch folders named
+`.wavegen-staging-<12 hex>` / `.wavegen-old-<12 hex>` that hold the marker written when
+they were made (`.wavegen-scratch`).
 
 Replacing a dataset (`replace_dataset`) is journaled: the new dataset is complete in a
 staging folder inside the output folder; a journal (`.wavegen-replace.json`, written
@@ -28,20 +33,20 @@ from collections.abc import Iterator
 
 from apache_beam.io.filesystems import FileSystems
 
-from wavegen.data.dataset import DATASET_NAME, INFO_FILE
+from wavegen.data.dataset import INFO_FILE, SHARD_PATTERN, shard_filename
 from wavegen.data.errors import one_line
 from wavegen.data.paths import is_local, local_path
 
 LOCK_FILE = ".wavegen.lock"
 JOURNAL = ".wavegen-replace.json"
-STAGING_PREFIX = ".staging-"
+MARKER = ".wavegen-output.json"  # written by every run into the folder it writes to
+SCRATCH_MARKER = ".wavegen-scratch"  # written into each staging/backup folder at mkdir
+STAGING_PREFIX = ".wavegen-staging-"
 BACKUP_PREFIX = ".wavegen-old-"
 METADATA_FILES = (INFO_FILE, "features.json", "metadata.json", "genre.labels.txt")
 REPORT_FILES = ("failed.jsonl", "summary.json")
 LATEST_REPORT_FILES = ("failed.latest.jsonl", "summary.latest.json")
-_SHARD = re.compile(rf"{DATASET_NAME}-[A-Za-z][A-Za-z0-9_]*\.tfrecord-\d{{5}}-of-\d{{5}}")
-_SCRATCH = re.compile(rf"({re.escape(STAGING_PREFIX)}|{re.escape(BACKUP_PREFIX)})[0-9a-f]+")
-CRASH_ENV = "WAVEGEN_CRASH_AT_STEP"  # tests: os._exit at the k-th step of a replacement
+_SCRATCH = re.compile(rf"({re.escape(STAGING_PREFIX)}|{re.escape(BACKUP_PREFIX)})[0-9a-f]{{12}}")
 
 
 class OutputError(ValueError):
@@ -63,20 +68,52 @@ def _list(folder: str) -> list[str]:
                    if m.path.startswith(prefix)})
 
 
-def is_wavegen_name(name: str) -> bool:
-    """Whether a wavegen run writes files or folders of this name."""
-    return (name in METADATA_FILES + REPORT_FILES + LATEST_REPORT_FILES
-            or name in (LOCK_FILE, JOURNAL) or bool(_SHARD.fullmatch(name))
-            or bool(_SCRATCH.fullmatch(name)))
-
-
-def _holds_wavegen_metadata(folder: str) -> bool:
+def _read_json(path: str):
+    """The JSON object in `path`; None when missing, unreadable or not a JSON object."""
     try:
-        with FileSystems.open(_join(folder, "metadata.json"),
-                              compression_type="uncompressed") as f:
-            return "wavegen_metadata_version" in json.loads(f.read().decode("utf-8"))
-    except Exception:  # missing, unreadable or not JSON: not a wavegen dataset's
-        return False
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            value = json.loads(f.read().decode("utf-8"))
+    except Exception:  # missing, unreadable or not JSON
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def is_wavegen_folder(folder: str) -> bool:
+    """Whether `folder` proves a wavegen run wrote it: its metadata.json is a wavegen
+    dataset's, or it holds a run's marker or a replacement journal (by their content)."""
+    metadata = _read_json(_join(folder, "metadata.json")) or {}
+    marker = _read_json(_join(folder, MARKER)) or {}
+    journal = _read_json(_join(folder, JOURNAL)) or {}
+    return ("wavegen_metadata_version" in metadata or marker.get("wavegen_output") == 1
+            or {"staging", "backup", "old", "new", "phase"} <= journal.keys())
+
+
+def _write_small(path: str, text: str) -> None:
+    with FileSystems.create(path, compression_type="uncompressed") as f:
+        f.write(text.encode("utf-8"))
+
+
+def mark_output_dir(out: str) -> None:
+    """Marks `out` as written by wavegen (under `locked`, after the check, before the
+    run's first file goes into `out` itself)."""
+    _write_small(_join(out, MARKER), json.dumps({"wavegen_output": 1}) + "\n")
+
+
+def make_scratch(out: str, prefix: str = STAGING_PREFIX) -> str:
+    """A new staging (or backup) folder in `out`, with its marker; returns its path."""
+    path = _join(out, f"{prefix}{uuid.uuid4().hex[:12]}")
+    _make_marked(path)
+    return path
+
+
+def _make_marked(path: str) -> None:
+    FileSystems.mkdirs(path)
+    _write_small(_join(path, SCRATCH_MARKER), "made by a wavegen run; removed with it\n")
+
+
+def _is_scratch(path: str) -> bool:
+    return (bool(_SCRATCH.fullmatch(os.path.basename(path.rstrip("/"))))
+            and _exists(_join(path, SCRATCH_MARKER)))
 
 
 def _check_local_place(out: str) -> None:
@@ -108,11 +145,11 @@ def check_output_dir(out: str, overwrite: bool) -> str:
     if is_local(out):
         _check_local_place(out)
     out = out.rstrip("/") or out
-    names = _list(out)
-    foreign = [n for n in names if not is_wavegen_name(n)]
-    if foreign and not _holds_wavegen_metadata(out):
+    names = [n for n in _list(out)  # a lock and a killed run's marked scratch: ours
+             if n != LOCK_FILE and not _is_scratch(_join(out, n))]
+    if names and not is_wavegen_folder(out):
         raise OutputError(f"--output_dir={out} holds files that are not a wavegen dataset's "
-                          f"(e.g. {', '.join(map(repr, foreign[:3]))}); wavegen writes only "
+                          f"(e.g. {', '.join(map(repr, names[:3]))}); wavegen writes only "
                           "into an empty folder or a wavegen dataset (--overwrite does not "
                           "change that)")
     if INFO_FILE in names and JOURNAL not in names and not overwrite:
@@ -152,7 +189,10 @@ def locked(out: str) -> Iterator[None]:
 
 def old_dataset_files(out: str) -> list[str]:
     """The names of the dataset in `out`: its shards (as its dataset_info.json lists them,
-    or by their exact pattern if it is unreadable), metadata and report files."""
+    or by their exact pattern if it is unreadable), metadata and report files; none when
+    the folder does not prove it is wavegen's."""
+    if not is_wavegen_folder(out):
+        return []
     names = set(_list(out))
     shards: set[str] = set()
     try:
@@ -160,30 +200,28 @@ def old_dataset_files(out: str) -> list[str]:
             info = json.loads(f.read().decode("utf-8"))
         for split in info.get("splits", []):
             n = len(split.get("shardLengths", []))
-            shards |= {f"{DATASET_NAME}-{split['name']}.tfrecord-{i:05d}-of-{n:05d}"
-                       for i in range(n)}
+            shards |= {shard_filename(split["name"], i, n) for i in range(n)}
     except Exception:  # no or unreadable dataset_info.json: the names wavegen writes
-        shards = {n for n in names if _SHARD.fullmatch(n)}
+        shards = {n for n in names if SHARD_PATTERN.fullmatch(n)}
     keep = METADATA_FILES + REPORT_FILES + LATEST_REPORT_FILES
     return sorted(n for n in names if n in shards or n in keep)
 
 
+def after_step(done: int) -> None:
+    """Called after each step of a replacement with the number of steps done; does
+    nothing. Tests replace it (monkeypatch, or tests/pipeline/crash_at_step.py in a
+    subprocess) to stop a replacement at any step."""
+
+
 class _Steps:
-    """Counts the steps of a replacement; with WAVEGEN_CRASH_AT_STEP=k the process dies
-    (os._exit, no clean-up) at step k, for tests of crash safety."""
+    """Counts the steps of a replacement, calling `after_step` after each."""
 
     def __init__(self):
         self.done = 0
-        self.crash_at = int(os.environ.get(CRASH_ENV, "0") or 0)
 
     def __call__(self) -> None:
         self.done += 1
-        if self.done == self.crash_at:
-            crash()
-
-
-def crash() -> None:
-    os._exit(70)
+        after_step(self.done)
 
 
 def _rename(src: str, dst: str) -> None:
@@ -246,7 +284,7 @@ def _roll_forward(out: str, journal: dict, step) -> None:
     staging, backup = _join(out, journal["staging"]), _join(out, journal["backup"])
     if journal["phase"] == "backup":
         if not _exists(backup):
-            FileSystems.mkdirs(backup)
+            _make_marked(backup)
         for name in _info_first(journal["old"]):  # without its info, no longer a dataset
             if _exists(_join(out, name)):
                 _rename(_join(out, name), _join(backup, name))
@@ -275,6 +313,11 @@ def _roll_back(out: str, journal: dict) -> None:
             _rename(_join(backup, name), _join(out, name))
     _remove_path(_join(out, JOURNAL))
     _remove_tree(backup)
+
+
+def replacement_pending(out: str) -> bool:
+    """Whether a replacement journal waits for the next run (`recover`) to finish it."""
+    return _exists(_join(out, JOURNAL))
 
 
 def recover(out: str) -> str:
@@ -310,14 +353,15 @@ def _remove_path(path: str) -> None:
 
 
 def stale_scratch(out: str) -> list[str]:
-    """Staging and backup folders left by killed runs (none is in use: call under `locked`
-    and after `recover`)."""
-    return [_join(out, n) for n in _list(out) if _SCRATCH.fullmatch(n)]
+    """Staging and backup folders left by killed runs, by their exact name and marker
+    (none is in use: call under `locked` and after `recover`)."""
+    return [_join(out, n) for n in _list(out) if _is_scratch(_join(out, n))]
 
 
 def remove_scratch(path: str) -> None:
-    """Removes a staging or backup folder unless a replacement journal still needs it."""
+    """Removes a staging or backup folder (its exact name and marker) unless a replacement
+    journal still needs it."""
     out = os.path.dirname(path.rstrip("/"))
-    if _exists(_join(out, JOURNAL)):
+    if _exists(_join(out, JOURNAL)) or not _is_scratch(path):
         return
     _remove_tree(path)

@@ -1,12 +1,10 @@
 """Songs to training shards: the Beam preprocessing pipeline.
 
     .venv/bin/python -m beam_pipelines.preprocess --input=PATH_OR_GLOB [--input=...] \\
-        --output_dir=DIR [--sample_rate=16000] [--quantization=mulaw|linear] [--bits=8] \\
-        [--chunk_seconds=1.0] [--context_samples=4096] \\
-        [--split=train:0.9,validation:0.05,test:0.05] [--genre_from=folder|none|fma] \\
-        [--split_from=hash|fma] [--metadata=tracks.csv|fma_metadata.zip] \\
-        [--max_song_bytes=5000000000] [--num_shards=N] \\
-        [beam options, e.g. --runner=... --direct_num_workers=2]
+        --output_dir=DIR [flags] [beam options, e.g. --runner=... --direct_num_workers=2]
+
+`--help` lists every flag with its default (the library's: ChunkingConfig, FetchConfig,
+song_chunks.DEFAULT_SPLIT, ...).
 
 Inputs are audio files, folders, globs, zip archives (FMA's fma_*.zip) and URL lists
 (*.urls), mixed freely. Our flags are parsed with argparse; everything else is a Beam PipelineOptions flag. With
@@ -26,17 +24,17 @@ import os
 import re
 import sys
 import time
-import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import output_folder
-from beam_pipelines.transforms import Preprocess, shard_filename
+from beam_pipelines.transforms import Preprocess
 from wavegen.data import audio
 from wavegen.data.errors import one_line
-from wavegen.data.dataset import FILENAME_TEMPLATE, INFO_FILE, DatasetSpec, features
+from wavegen.data.dataset import (FILENAME_TEMPLATE, INFO_FILE, MAX_SHARDS, DatasetSpec,
+                                  features, shard_filename)
 from beam_pipelines.ingest import fetch
 from beam_pipelines.ingest import fma_metadata as fma
 from beam_pipelines.ingest import song_chunks
@@ -59,7 +57,15 @@ CHUNKING_FLAGS = {f: f for f in ("sample_rate", "quantization", "bits", "chunk_s
 FETCH_FLAGS = {"max_song_bytes": "max_bytes", "fetch_timeout": "timeout_s",
                "fetch_deadline": "deadline_s", "fetch_attempts": "max_attempts",
                "fetch_backoff": "backoff_s"}
-MAX_SHARDS = 99_999  # shard file names count to 5 digits
+
+
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default, except where there is none."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,26 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m beam_pipelines.preprocess",
         description="Turn a collection of songs into TFRecord shards of binned chunks "
-                    "(a TFDS dataset directory). Unknown flags go to Beam.")
+                    "(a TFDS dataset directory). Unknown flags go to Beam.",
+        formatter_class=_DefaultsHelp)
     p.add_argument("--input", action="append", required=True,
                    help="an audio file, a folder (searched recursively for .mp3 .wav .flac "
                         ".ogg), a glob, a .zip archive (e.g. fma_small.zip) or a .urls list; "
                         "repeat for several")
     p.add_argument("--output_dir", required=True, help="the dataset directory to write")
-    p.add_argument("--sample_rate", type=int, default=C.sample_rate)
-    p.add_argument("--quantization", choices=audio.QUANTIZATIONS, default=C.quantization)
+    p.add_argument("--sample_rate", type=int, default=C.sample_rate,
+                   help="samples per second the songs are resampled to")
+    p.add_argument("--quantization", choices=audio.QUANTIZATIONS, default=C.quantization,
+                   help="how samples are binned")
     p.add_argument("--bits", type=int, default=C.bits, help="2**bits classes (1..16)")
     p.add_argument("--chunk_seconds", type=float, default=C.chunk_seconds,
                    help="new audio (training targets) per chunk, context excluded")
     p.add_argument("--context_samples", type=int, default=C.context_samples,
                    help="samples of preceding audio each chunk carries; at least the "
                         "receptive field of the models you will train")
-    p.add_argument("--split", default="train:0.9,validation:0.05,test:0.05",
+    p.add_argument("--split", default=song_chunks.DEFAULT_SPLIT,
                    help="NAME:FRACTION,...; songs are assigned by a stable hash of their id")
-    p.add_argument("--genre_from", choices=sources.GENRE_FROM, default="none",
+    p.add_argument("--genre_from", choices=sources.GENRE_FROM,
+                   default=sources.DEFAULT_GENRE_FROM,
                    help="folder: a song's genre is its parent folder's name; fma: the "
                         "track's top genre in --metadata")
-    p.add_argument("--split_from", choices=sources.SPLIT_FROM, default="hash",
+    p.add_argument("--split_from", choices=sources.SPLIT_FROM,
+                   default=sources.DEFAULT_SPLIT_FROM,
                    help="hash: by a stable hash of the song id and --split; fma: FMA's own "
                         "training/validation/test split from --metadata")
     p.add_argument("--metadata", help="FMA tracks.csv, or fma_metadata.zip holding it")
@@ -101,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attempts per URL (timeouts, resets and 5xx are retried)")
     p.add_argument("--fetch_backoff", type=float, default=F.backoff_s,
                    help="seconds before the first retry; doubles with each retry")
-    p.add_argument("--num_shards", type=int, default=0,
-                   help=f"shards per split, 1..{MAX_SHARDS} (default 0: about 128 MiB per "
-                        "shard)")
+    p.add_argument("--num_shards", type=int, default=song_chunks.AUTO_NUM_SHARDS,
+                   help=f"shards per split, 1..{MAX_SHARDS}, or {song_chunks.AUTO_NUM_SHARDS}: "
+                        "about 128 MiB per shard")
     p.add_argument("--silence_db", type=float, default=C.silence_db,
                    help="a song whose peak stays below this level (dBFS) is rejected")
     p.add_argument("--trim_silence", type=_flag_bool, default=C.trim_silence,
@@ -214,20 +225,33 @@ def _run_locked(plan: Plan, args, options, out: str) -> int:
     recovered = output_folder.recover(out)
     if recovered:
         log.warning("%s", recovered)
-        output_folder.check_output_dir(out, args.overwrite)  # it may hold a dataset now
+    # Again, now that no other run can write here: one may have written a dataset (or a
+    # recovery put one in place) since the early check.
+    output_folder.check_output_dir(out, args.overwrite)
     for stale in output_folder.stale_scratch(out):
         log.warning("removing %s, left by an interrupted run", stale)
         output_folder.remove_scratch(stale)
-    staging = os.path.join(out, f"{output_folder.STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
-    FileSystems.mkdirs(staging)
+    staging = output_folder.make_scratch(out)
     try:
         summary = _run_pipeline(plan, args, options, out, staging)
     except PipelineFailed as e:
         log.error("%s", e)
         return 1
+    except (RuntimeError, OSError) as e:  # finalisation: lost songs, disk full, permissions
+        log.error("%s", _finalize_error(out, e))
+        return 1
     finally:
         output_folder.remove_scratch(staging)  # kept while a journal needs it
     return _report(summary, plan, args, out)
+
+
+def _finalize_error(out: str, e: BaseException) -> str:
+    """One line for an error while the new dataset was put in place."""
+    line = f"could not put the new dataset in place in {out}: {one_line(e)}"
+    if output_folder.replacement_pending(out):
+        line += ("; the old and new files are both kept, and the next run into this folder "
+                 "finishes the replacement")
+    return line
 
 
 def _run_pipeline(plan: Plan, args, options, out: str, staging: str) -> dict:
@@ -310,6 +334,7 @@ def finalize(out, staging, spec, songs, args, seconds, report=None) -> dict:
         # this run's report goes beside it.
         report_files = output_folder.LATEST_REPORT_FILES
     where = staging if shards else out
+    output_folder.mark_output_dir(out)  # before this run's first file goes into `out`
     _write_text(os.path.join(where, report_files[0]),
                 "".join(json.dumps(r) + "\n" for r in sorted(failed, key=_by_id)))
     _write_text(os.path.join(where, report_files[1]), json.dumps(summary, indent=2) + "\n")

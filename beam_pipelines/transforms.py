@@ -28,7 +28,7 @@ from beam_pipelines.ingest import fetch
 from beam_pipelines.ingest import song_chunks
 from beam_pipelines.ingest import sources
 from beam_pipelines.ingest import tfrecord_framing as tfrecord
-from wavegen.data.dataset import DATASET_NAME, FILENAME_TEMPLATE, DatasetSpec, example
+from wavegen.data.dataset import DatasetSpec, example, shard_filename
 from beam_pipelines.ingest.song_chunks import ChunkingConfig
 from beam_pipelines.ingest.sources import SongRef
 
@@ -222,11 +222,6 @@ class _WriteShard(beam.DoFn):
         self.bytes.inc(size)
         yield json.dumps({"split": split, "shard": shard, "num_shards": num_shards[split],
                           "file": name, "examples": n, "bytes": size})
-
-
-def shard_filename(split: str, shard: int, num_shards: int) -> str:
-    return FILENAME_TEMPLATE.format(DATASET=DATASET_NAME, SPLIT=split, FILEFORMAT="tfrecord",
-                                    SHARD_X_OF_Y=f"{shard:05d}-of-{num_shards:05d}")
 
 
 class WriteShards(beam.PTransform):

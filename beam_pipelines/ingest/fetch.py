@@ -402,7 +402,8 @@ def fetch(url: str, cfg: FetchConfig = FetchConfig(), sha256: str | None = None,
     URL past `cfg.deadline_s`. Follows redirects, but only to http(s) URLs.
 
     `pool` (tests, proxies with credentials) is anything with urllib3's `urlopen`; by
-    default a PoolManager (the environment's proxy if it names one). Raises FetchError
+    default a PoolManager of its own (the environment's proxy if it names one), closed
+    before it returns. Raises FetchError
     (never anything else for network trouble); `Fetched.file` is the caller's to close.
     """
     problem = _url_problem(url)
@@ -412,8 +413,9 @@ def fetch(url: str, cfg: FetchConfig = FetchConfig(), sha256: str | None = None,
     expected = _check_sha256(url, sha256)
     attempts = _Attempts(cfg, sleep)
     spool = _new_spool(cfg)
+    owned = _default_pool(url) if pool is None else None  # ours to close when done
     try:
-        size, actual = _download(pool or _default_pool(url), url, spool, attempts)
+        size, actual = _download(pool or owned, url, spool, attempts)
         if expected is not None and actual != expected:
             raise _GiveUp(CHECKSUM, f"sha256 mismatch: expected {expected[:12]}..., got "
                           f"{actual[:12]}... ({size} bytes)", attempts.status)
@@ -430,6 +432,9 @@ def fetch(url: str, cfg: FetchConfig = FetchConfig(), sha256: str | None = None,
     except BaseException:
         spool.close()
         raise
+    finally:
+        if owned is not None:
+            owned.clear()  # its connections: the body is read whole into the spool
     spool.seek(0)
     return Fetched(file=spool, size=size, attempts=attempts.made, status=attempts.status,
                    sha256=actual)

@@ -214,6 +214,7 @@ def _verdict(name: str, spec: DatasetSpec, stats: SongStats, threshold: float,
 # Splits
 
 
+DEFAULT_SPLIT = "train:0.9,validation:0.05,test:0.05"  # NAME:FRACTION,... (parse_splits)
 _SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -275,7 +276,10 @@ def spill_name(song_id: str) -> str:
     return hashlib.sha1(song_id.encode("utf-8")).hexdigest() + ".examples"
 
 
-def num_shards_for(num_examples: int, example_bytes: int, requested: int = 0,
+AUTO_NUM_SHARDS = 0  # a requested shard count of 0: about target_shard_bytes per shard
+
+
+def num_shards_for(num_examples: int, example_bytes: int, requested: int = AUTO_NUM_SHARDS,
                    target_shard_bytes: int = 128 << 20) -> int:
     """Shards for a split: as requested (or ~128 MiB each), never more than examples."""
     if num_examples <= 0:

@@ -36,6 +36,7 @@ from wavegen.data.dataset import UNKNOWN_GENRE
 
 GENRE_FROM = ("folder", "none", "fma")
 SPLIT_FROM = ("hash", "fma")
+DEFAULT_GENRE_FROM, DEFAULT_SPLIT_FROM = "none", "hash"
 FILE, ZIP, URL = "file", "zip", "url"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 

@@ -76,59 +76,75 @@ def costs(walls: dict, n_small: int, n_large: int) -> dict:
             "fixed_s": round(walls[n_small] - n_small * marginal, 2)}
 
 
-def main(argv=None):
+def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="10 and 40 songs")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--repeats", type=int, default=3, help="runs per point; the fastest counts")
-    args = p.parse_args(argv)
-    n_small, n_large = (10, 40) if args.quick else (40, 200)
-    work = tempfile.mkdtemp(prefix="wavegen-bench-cluster-")
-    env = dict(os.environ, WAVEGEN_CLUSTER_DIR=os.path.join(work, "cluster"),
-               WAVEGEN_DASK_PORT=str(_free_port()),
-               WAVEGEN_DASK_DASHBOARD_PORT=str(_free_port()))
+    return p.parse_args(argv)
+
+
+def _song_folders(work, sizes):
+    """A folder of the first n songs for each n in `sizes` (hard links to one set)."""
+    mp3s = make_mp3s(os.path.join(work, "mp3"), max(sizes))
+    folders = {}
+    for n in sizes:
+        folders[n] = os.path.join(work, f"songs{n}")
+        os.makedirs(folders[n])
+        for path in mp3s[:n]:
+            os.link(path, os.path.join(folders[n], os.path.basename(path)))
+    return folders
+
+
+def _start_cluster(env):
+    """Starts the dask cluster; (its pipeline flags, start-up seconds)."""
+    t0 = time.perf_counter()
+    start = subprocess.run([CLUSTER_SH, "dask", "start"], env=env, capture_output=True,
+                           text=True)
+    seconds = time.perf_counter() - t0
+    if start.returncode != 0:
+        raise RuntimeError(f"cluster.sh dask start: {start.stderr.strip()}")
+    return start.stdout.strip().splitlines()[-1].split(), seconds
+
+
+def _time_runs(folders, out, flags, repeats):
+    """Local and cluster runs interleaved, so a change in the machine's load (shared
+    machines) hits both alike; the fastest of the repeats counts."""
+    local, dask = {}, {}
+    for _ in range(repeats):
+        for n in folders:
+            wall = run(folders[n], out, ["--direct_num_workers=2"])
+            local[n] = min(wall, local.get(n, wall))
+            wall = run(folders[n], out, flags)
+            dask[n] = min(wall, dask.get(n, wall))
+    return local, dask
+
+
+def _measure(work, env, n_small, n_large, repeats):
+    folders = _song_folders(work, (n_small, n_large))
+    out = os.path.join(work, "out")
     try:
-        mp3s = make_mp3s(os.path.join(work, "mp3"), n_large)
-        folders = {}
-        for n in (n_small, n_large):
-            folders[n] = os.path.join(work, f"songs{n}")
-            os.makedirs(folders[n])
-            for path in mp3s[:n]:
-                os.link(path, os.path.join(folders[n], os.path.basename(path)))
-        out = os.path.join(work, "out")
-        t0 = time.perf_counter()
-        start = subprocess.run([CLUSTER_SH, "dask", "start"], env=env, capture_output=True,
-                               text=True)
-        cluster_start_s = time.perf_counter() - t0
-        try:
-            if start.returncode != 0:
-                raise RuntimeError(f"cluster.sh dask start: {start.stderr.strip()}")
-            flags = start.stdout.strip().splitlines()[-1].split()
-            # The first job on fresh workers also imports the pipeline's modules there.
-            first_job_s = run(folders[n_small], out, flags)
-            # Local and cluster runs interleaved, so a change in the machine's load
-            # (shared machines) hits both alike; the fastest of the repeats counts.
-            local, dask = {}, {}
-            for _ in range(args.repeats):
-                for n in folders:
-                    wall = run(folders[n], out, ["--direct_num_workers=2"])
-                    local[n] = min(wall, local.get(n, wall))
-                    wall = run(folders[n], out, flags)
-                    dask[n] = min(wall, dask.get(n, wall))
-            worker_peak_mb = worker_peak_rss_mb(env["WAVEGEN_CLUSTER_DIR"])
-        finally:
-            subprocess.run([CLUSTER_SH, "dask", "stop"], env=env, capture_output=True)
+        flags, cluster_start_s = _start_cluster(env)
+        # The first job on fresh workers also imports the pipeline's modules there.
+        first_job_s = run(folders[n_small], out, flags)
+        local, dask = _time_runs(folders, out, flags, repeats)
+        worker_peak_mb = worker_peak_rss_mb(env["WAVEGEN_CLUSTER_DIR"])
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        subprocess.run([CLUSTER_SH, "dask", "stop"], env=env, capture_output=True)
     res = {"songs_small": n_small, "songs_large": n_large,
            "local_2w": costs(local, n_small, n_large),
            "dask_2w": costs(dask, n_small, n_large),
            "dask_cluster_start_s": round(cluster_start_s, 2),
-           "dask_first_job_small_s": round(first_job_s, 2), "repeats": args.repeats,
+           "dask_first_job_small_s": round(first_job_s, 2), "repeats": repeats,
            "dask_worker_peak_rss_mb": worker_peak_mb,
            "spark_2w": NOT_MEASURED, "flink_2slots": NOT_MEASURED}
     res["dask_over_local_marginal"] = round(res["dask_2w"]["marginal_ms_per_song"]
                                             / res["local_2w"]["marginal_ms_per_song"], 2)
+    return res
+
+
+def _print(res):
+    n_small, n_large = res["songs_small"], res["songs_large"]
     for key, label in (("local_2w", "local runner, 2 workers"), ("dask_2w", "dask, 2 workers")):
         r = res[key]
         print(f"{label}: {r['songs_per_s']:.2f} songs/s ({n_large} songs, {r['wall_large_s']} s), "
@@ -136,8 +152,22 @@ def main(argv=None):
     print(f"dask cluster start-up (once): {res['dask_cluster_start_s']} s; first job on "
           f"fresh workers ({n_small} songs): {res['dask_first_job_small_s']} s; marginal cost "
           f"dask / local: {res['dask_over_local_marginal']}x (goal <= 1.5x)")
-    print(f"peak RSS per dask worker after all runs: {worker_peak_mb} MB")
+    print(f"peak RSS per dask worker after all runs: {res['dask_worker_peak_rss_mb']} MB")
     print(f"spark, flink: {NOT_MEASURED}")
+
+
+def main(argv=None):
+    args = _parse(argv)
+    n_small, n_large = (10, 40) if args.quick else (40, 200)
+    work = tempfile.mkdtemp(prefix="wavegen-bench-cluster-")
+    env = dict(os.environ, WAVEGEN_CLUSTER_DIR=os.path.join(work, "cluster"),
+               WAVEGEN_DASK_PORT=str(_free_port()),
+               WAVEGEN_DASK_DASHBOARD_PORT=str(_free_port()))
+    try:
+        res = _measure(work, env, n_small, n_large, args.repeats)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _print(res)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -81,74 +81,87 @@ def run_bench(name: str, quick: bool) -> tuple[dict, float]:
             return json.load(f), time.time() - t0
 
 
-def table(r: dict) -> list[tuple[str, str, str]]:
-    """(what, measured, reference/goal) rows."""
-    rows = []
-    p = r.get("pipeline")
-    if p:
-        c, m, s = p["cost"], p["memory"], p["sources"]
-        rows += [
-            ("pipeline: marginal ms/song (30 s 44.1 kHz stereo mp3, 1 worker)",
-             f"{c['marginal_s_per_song'] * 1000:.1f} ms ({c['ratio_to_floor']:.2f}x floor "
-             f"{c['floor_s_per_song'] * 1000:.1f} ms)",
-             "goal <= 1.5x floor, < 60 ms; " + quoted("source_ms_per_song", "ms/song")),
-            ("pipeline: peak RSS, 1 h WAV vs 30 s clip",
-             f"+{m['rss_growth_mb']} MB ({m['peak_rss_long_mb']} vs {m['peak_rss_clip_mb']} MB)",
-             "<= +150 MB"),
-        ]
-        for key in ("folder_1w", "zip_1w", "zip_2w", "http_1w", "http_2w"):
-            rows.append((f"sources: {s['songs']} songs, {key.replace('_', ', ')}",
-                         f"{s[key]['songs_per_s']:.1f} songs/s "
-                         f"({s[key]['marginal_ms_per_song']:.1f} ms/song marginal)", ""))
-        rows.append(("sources: zip / folder marginal cost", f"{s['zip_over_folder']:.2f}x",
-                     "<= 1.2x"))
-    k = r.get("cluster")
-    if k:
-        for key, label in (("local_2w", "local runner, 2 workers"),
-                           ("dask_2w", "dask cluster, 2 workers")):
-            c = k[key]
-            rows.append((f"cluster: {k['songs_large']} songs (30 s stereo mp3), {label}",
-                         f"{c['songs_per_s']:.2f} songs/s, {c['marginal_ms_per_song']:.1f} "
-                         f"ms/song marginal, {c['fixed_s']:.1f} s fixed", ""))
-        rows.append(("cluster: dask / local marginal cost per song",
-                     f"{k['dask_over_local_marginal']:.2f}x", "<= 1.5x"))
-        rows.append(("cluster: peak RSS per dask worker",
-                     ", ".join(f"{mb} MB" for mb in k["dask_worker_peak_rss_mb"]), ""))
-        rows.append(("cluster: Spark (2 workers), Flink (2 slots)", "not measured",
-                     "job servers not served (docs/cluster.md)"))
-    t = r.get("train")
-    if t:
-        rows.append(("train: fp32 matmul peak (measured in this run)",
-                     f"{t['matmul_peak']['gflops']:.0f} GFLOP/s", ""))
-        for row in t["train"]:
-            rows.append((f"train: {row['preset']}, batch {row['devices'] * row['per_device_batch']}"
-                         f" x {row['targets']}",
-                         f"{row['samples_per_s_best']:,.0f} samples/s, "
-                         f"{row['gflops_best']:.0f} GFLOP/s ({row['fraction_of_peak_best']:.0%} "
-                         "of peak)",
-                         quoted(f"pytorch_{row['preset']}_targets_per_s", "targets/s")
-                         if f"pytorch_{row['preset']}_targets_per_s" in QUOTED else ""))
-        lr_ = t.get("learning")
-        if lr_:
-            rows.append((f"train: small, {lr_['steps']} default steps of 8 x {lr_['targets']}"
-                         " (demo corpus): validation / unigram",
-                         f"{lr_['val_over_unigram']:.3f}x ({lr_['val_bits']:.3f} / "
-                         f"{lr_['unigram_bits']:.3f} bits)",
-                         "lower is better; a rise means slower learning"))
-    g = r.get("generate")
-    if g:
-        for key, label in (("small_b1", "generate: small, batch 1"),
-                           ("small_b16", "generate: small, batch 16 (total)"),
-                           ("medium_b1", "generate: medium, batch 1")):
-            goal = g["goals"][key]
-            ref = f"pytorch_generate_{key}"
-            rows.append((label, f"{goal['best']:,.0f} samples/s",
-                         f"goal >= {goal['goal']:,} ({'met' if goal['met'] else 'NOT met'})"
-                         + (f"; {quoted(ref, 'samples/s')}" if ref in QUOTED else "")))
-        goal = g["goals"]["cached_over_naive"]
-        rows.append(("generate: cached / naive, small batch 1", f"{goal['best']:,.0f}x",
-                     f">= {goal['goal']}x ({'met' if goal['met'] else 'NOT met'})"))
+def _pipeline_rows(p: dict) -> list[tuple[str, str, str]]:
+    c, m, s = p["cost"], p["memory"], p["sources"]
+    rows = [
+        ("pipeline: marginal ms/song (30 s 44.1 kHz stereo mp3, 1 worker)",
+         f"{c['marginal_s_per_song'] * 1000:.1f} ms ({c['ratio_to_floor']:.2f}x floor "
+         f"{c['floor_s_per_song'] * 1000:.1f} ms)",
+         "goal <= 1.5x floor, < 60 ms; " + quoted("source_ms_per_song", "ms/song")),
+        ("pipeline: peak RSS, 1 h WAV vs 30 s clip",
+         f"+{m['rss_growth_mb']} MB ({m['peak_rss_long_mb']} vs {m['peak_rss_clip_mb']} MB)",
+         "<= +150 MB"),
+    ]
+    for key in ("folder_1w", "zip_1w", "zip_2w", "http_1w", "http_2w"):
+        rows.append((f"sources: {s['songs']} songs, {key.replace('_', ', ')}",
+                     f"{s[key]['songs_per_s']:.1f} songs/s "
+                     f"({s[key]['marginal_ms_per_song']:.1f} ms/song marginal)", ""))
+    rows.append(("sources: zip / folder marginal cost", f"{s['zip_over_folder']:.2f}x",
+                 "<= 1.2x"))
     return rows
+
+
+def _cluster_rows(k: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    for key, label in (("local_2w", "local runner, 2 workers"),
+                       ("dask_2w", "dask cluster, 2 workers")):
+        c = k[key]
+        rows.append((f"cluster: {k['songs_large']} songs (30 s stereo mp3), {label}",
+                     f"{c['songs_per_s']:.2f} songs/s, {c['marginal_ms_per_song']:.1f} "
+                     f"ms/song marginal, {c['fixed_s']:.1f} s fixed", ""))
+    rows.append(("cluster: dask / local marginal cost per song",
+                 f"{k['dask_over_local_marginal']:.2f}x", "<= 1.5x"))
+    rows.append(("cluster: peak RSS per dask worker",
+                 ", ".join(f"{mb} MB" for mb in k["dask_worker_peak_rss_mb"]), ""))
+    rows.append(("cluster: Spark (2 workers), Flink (2 slots)", "not measured",
+                 "job servers not served (docs/cluster.md)"))
+    return rows
+
+
+def _train_rows(t: dict) -> list[tuple[str, str, str]]:
+    rows = [("train: fp32 matmul peak (measured in this run)",
+             f"{t['matmul_peak']['gflops']:.0f} GFLOP/s", "")]
+    for row in t["train"]:
+        rows.append((f"train: {row['preset']}, batch {row['devices'] * row['per_device_batch']}"
+                     f" x {row['targets']}",
+                     f"{row['samples_per_s_best']:,.0f} samples/s, "
+                     f"{row['gflops_best']:.0f} GFLOP/s ({row['fraction_of_peak_best']:.0%} "
+                     "of peak)",
+                     quoted(f"pytorch_{row['preset']}_targets_per_s", "targets/s")
+                     if f"pytorch_{row['preset']}_targets_per_s" in QUOTED else ""))
+    learning = t.get("learning")
+    if learning:
+        rows.append((f"train: small, {learning['steps']} default steps of 8 x "
+                     f"{learning['targets']} (demo corpus): validation / unigram",
+                     f"{learning['val_over_unigram']:.3f}x ({learning['val_bits']:.3f} / "
+                     f"{learning['unigram_bits']:.3f} bits)",
+                     "lower is better; a rise means slower learning"))
+    return rows
+
+
+def _generate_rows(g: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    for key, label in (("small_b1", "generate: small, batch 1"),
+                       ("small_b16", "generate: small, batch 16 (total)"),
+                       ("medium_b1", "generate: medium, batch 1")):
+        goal = g["goals"][key]
+        ref = f"pytorch_generate_{key}"
+        rows.append((label, f"{goal['best']:,.0f} samples/s",
+                     f"goal >= {goal['goal']:,} ({'met' if goal['met'] else 'NOT met'})"
+                     + (f"; {quoted(ref, 'samples/s')}" if ref in QUOTED else "")))
+    goal = g["goals"]["cached_over_naive"]
+    rows.append(("generate: cached / naive, small batch 1", f"{goal['best']:,.0f}x",
+                 f">= {goal['goal']}x ({'met' if goal['met'] else 'NOT met'})"))
+    return rows
+
+
+_SECTIONS = (("pipeline", _pipeline_rows), ("cluster", _cluster_rows),
+             ("train", _train_rows), ("generate", _generate_rows))
+
+
+def table(r: dict) -> list[tuple[str, str, str]]:
+    """(what, measured, reference/goal) rows, for the benchmarks that ran."""
+    return [row for key, rows in _SECTIONS if r.get(key) for row in rows(r[key])]
 
 
 def main(argv=None):

@@ -415,3 +415,25 @@ def test_url_list_duplicate_with_another_checksum_is_an_error():
 
 def test_url_list_of_only_comments_is_empty():
     assert F.parse_url_list("# nothing yet\n\n", "songs.urls") == []
+
+
+# --------------------------------------------------------------------------------------
+# Connections
+
+
+def test_the_pool_fetch_makes_is_closed_whether_it_succeeds_or_fails(waits, monkeypatch):
+    made = []
+    default_pool = F._default_pool
+
+    def recording_pool(url):
+        made.append(default_pool(url))
+        return made[-1]
+
+    monkeypatch.setattr(F, "_default_pool", recording_pool)
+    data = body(20_000, 9)
+    with serve({"/a.mp3": data}) as base:
+        with F.fetch(base + "/a.mp3", CFG, sleep=waits) as got:
+            assert got.file.read() == data
+        fetch_fails(base + "/missing.mp3", waits)
+    assert len(made) == 2
+    assert [len(pool.pools) for pool in made] == [0, 0]  # no connection pool left open

@@ -14,6 +14,7 @@ from beam_pipelines import output_folder as of
 from helpers import run_pipeline, tone, write_audio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CRASH_AT_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_at_step.py")
 SMALL = ["--chunk_seconds=0.2", "--context_samples=200"]
 
 
@@ -64,6 +65,52 @@ def test_a_folder_that_is_not_a_dataset_is_refused_even_with_overwrite(two_corpo
     assert "thesis.tex" in caplog.text and "not a wavegen dataset" in caplog.text
 
 
+def test_common_names_alone_do_not_make_a_folder_wavegens(tmp_path):
+    """A user's metadata.json, summary.json and .staging-<hex> folder are not a dataset's."""
+    mine = tmp_path / "mine"
+    (mine / ".staging-cafe").mkdir(parents=True)
+    (mine / ".staging-cafe" / "precious.txt").write_text("keep me")
+    (mine / "metadata.json").write_text('{"author": "me"}')
+    (mine / "summary.json").write_text('{"mine": true}')
+    (mine / ".wavegen-staging-0123456789ab").mkdir()  # our name, but no marker in it
+    (mine / ".wavegen-staging-0123456789ab" / "notes.txt").write_text("mine too")
+    before = snapshot(mine)
+    for overwrite in (False, True):
+        with pytest.raises(of.OutputError, match="not a wavegen dataset"):
+            of.check_output_dir(str(mine), overwrite=overwrite)
+    assert of.old_dataset_files(str(mine)) == []
+    assert of.stale_scratch(str(mine)) == []
+    of.remove_scratch(str(mine / ".wavegen-staging-0123456789ab"))
+    assert snapshot(mine) == before
+
+
+def test_a_run_that_writes_no_song_does_not_clobber_a_users_reports(tmp_path, caplog):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "broken.wav").write_bytes(b"not audio at all")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.json").write_text('{"mine": true}')
+    (mine / "failed.jsonl").write_text('{"my": "log"}\n')
+    before = snapshot(mine)
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={bad}", f"--output_dir={mine}", *SMALL) == 2
+    assert snapshot(mine) == before and "not a wavegen dataset" in caplog.text
+
+
+def test_only_marked_scratch_folders_of_a_wavegen_folder_are_removed(two_corpora, tmp_path):
+    old, _ = two_corpora
+    out = tmp_path / "ds"
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0
+    stale = of.make_scratch(str(out))  # as a killed run leaves it
+    (out / ".wavegen-staging-00000000abcd").mkdir()  # our name shape, no marker: not ours
+    (out / ".staging-cafe").mkdir()
+    assert of.stale_scratch(str(out)) == [stale]
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", "--overwrite", *SMALL) == 0
+    assert not os.path.exists(stale)
+    assert (out / ".wavegen-staging-00000000abcd").is_dir() and (out / ".staging-cafe").is_dir()
+
+
 def test_overwrite_replaces_only_the_datasets_files_by_exact_name(two_corpora, tmp_path):
     old, new = two_corpora
     out = tmp_path / "ds"
@@ -78,7 +125,7 @@ def test_overwrite_replaces_only_the_datasets_files_by_exact_name(two_corpora, t
     shards = sorted(n for n in os.listdir(out) if ".tfrecord-" in n)
     assert shards == ["wavegen-train.tfrecord-00000-of-00001"]  # the old three are gone
     assert dataset_ids(out) == {"x.wav", "y.wav"}
-    assert not [n for n in os.listdir(out) if n.startswith((".staging-", ".wavegen-old-"))]
+    assert not [n for n in os.listdir(out) if n.startswith((of.STAGING_PREFIX, of.BACKUP_PREFIX))]
 
 
 @pytest.mark.parametrize("where", ["/", "~"])
@@ -116,12 +163,37 @@ def test_a_second_run_into_a_locked_folder_is_refused(two_corpora, tmp_path, cap
     old, _ = two_corpora
     out = tmp_path / "ds"
     with of.locked(str(out)):
-        (out / ".staging-0123456789ab").mkdir()  # the first run's work in progress
+        of.mark_output_dir(str(out))
+        busy = of.make_scratch(str(out))  # the first run's work in progress
         with caplog.at_level("ERROR"):
             assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 2
-        assert (out / ".staging-0123456789ab").is_dir()  # not taken for a stale one
+        assert os.path.isdir(busy)  # not taken for a stale one
     assert f"pid {os.getpid()}" in caplog.text and "another wavegen run" in caplog.text
     assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0  # free again
+
+
+def test_a_dataset_written_while_this_run_planned_is_not_replaced_without_overwrite(
+        two_corpora, tmp_path, monkeypatch, caplog):
+    """The folder is checked again under the lock: another run may have finished a dataset
+    there between the early check and the lock (planning can take minutes)."""
+    from beam_pipelines import preprocess
+
+    old, new = two_corpora
+    theirs = tmp_path / "theirs"
+    assert run_pipeline(f"--input={old}", f"--output_dir={theirs}", *SMALL) == 0
+    out = tmp_path / "ds"
+    make_plan = preprocess.make_plan
+
+    def plan_while_another_run_writes(args):
+        plan = make_plan(args)
+        shutil.copytree(theirs, out)  # the other run, done meanwhile
+        return plan
+
+    monkeypatch.setattr(preprocess, "make_plan", plan_while_another_run_writes)
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={new}", f"--output_dir={out}", *SMALL) == 2
+    assert "already holds a dataset" in caplog.text
+    assert dataset_ids(out) == {"a.wav", "b.wav", "c.wav"}
 
 
 # --------------------------------------------------------------------------------------
@@ -132,8 +204,12 @@ class Crash(BaseException):
     """Stands for a kill: nothing catches it (the replacement has no clean-up handlers)."""
 
 
-def _crash():
-    raise Crash()
+def _crash_at(k: int):
+    """An `after_step` hook that stops a replacement at its k-th step."""
+    def hook(done: int) -> None:
+        if done == k:
+            raise Crash()
+    return hook
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +222,7 @@ def half_replaced(two_corpora, tmp_path_factory):
                         *SMALL) == 0
     old_files = snapshot(out)
     mp = pytest.MonkeyPatch()
-    mp.setenv(of.CRASH_ENV, "1")
-    mp.setattr(of, "crash", _crash)
+    mp.setattr(of, "after_step", _crash_at(1))
     try:
         with pytest.raises(Crash):
             run_pipeline(f"--input={new}", f"--output_dir={out}", "--split=train:1",
@@ -167,12 +242,11 @@ def _steps(journal) -> int:
 def test_a_crash_at_any_step_keeps_both_datasets_and_recovery_finishes(half_replaced,
                                                                       tmp_path, monkeypatch):
     src, journal, old_files, new_files = half_replaced
-    monkeypatch.setattr(of, "crash", _crash)
-    assert set(journal["old"]) == {n for n in old_files if "/" not in n and n != of.LOCK_FILE}
+    assert set(journal["old"]) == {n for n in old_files if "/" not in n and n not in (of.LOCK_FILE, of.MARKER)}
     for k in range(1, _steps(journal) + 1):
         out = tmp_path / f"k{k}"
         shutil.copytree(src, out, symlinks=True)
-        monkeypatch.setenv(of.CRASH_ENV, str(k))
+        monkeypatch.setattr(of, "after_step", _crash_at(k))
         with pytest.raises(Crash):
             of._roll_forward(str(out), journal, of._Steps())
         # Nothing lost: every old file is in place or in the backup, every new one in
@@ -198,8 +272,7 @@ def test_recovery_puts_the_old_dataset_back_when_the_new_one_is_gone(half_replac
     src, journal, old_files, _ = half_replaced
     out = tmp_path / "ds"
     shutil.copytree(src, out, symlinks=True)
-    monkeypatch.setattr(of, "crash", _crash)
-    monkeypatch.setenv(of.CRASH_ENV, str(len(journal["old"]) + 3))  # two new files in
+    monkeypatch.setattr(of, "after_step", _crash_at(len(journal["old"]) + 3))  # 2 new in
     with pytest.raises(Crash):
         of._roll_forward(str(out), journal, of._Steps())
     shutil.rmtree(out / journal["staging"])  # e.g. removed by hand
@@ -217,17 +290,108 @@ def test_a_killed_process_leaves_a_folder_the_next_run_completes(two_corpora, tm
     assert run_pipeline(f"--input={old}", f"--output_dir={out}", "--split=train:1",
                         *SMALL) == 0
     n_old = len(of.old_dataset_files(str(out)))
-    env = dict(os.environ, **{of.CRASH_ENV: str(n_old + 2)})  # journal, old files, phase
-    cmd = [sys.executable, "-m", "beam_pipelines.preprocess", f"--input={new}",
-           f"--output_dir={out}", "--split=train:1", "--overwrite", *SMALL,
-           "--direct_num_workers=1", "--direct_running_mode=in_memory"]
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    args = [f"--input={new}", f"--output_dir={out}", "--split=train:1", "--overwrite", *SMALL,
+            "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    crash_at = str(n_old + 2)  # journal, old files, phase
+    res = subprocess.run([sys.executable, CRASH_AT_STEP, crash_at, *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 70, res.stderr[-2000:]
     assert not (out / of.INFO_FILE).exists() and (out / of.JOURNAL).exists()
     # The same command again: it finishes the interrupted replacement, then refuses to
     # replace the dataset now in place without --overwrite.
+    cmd = [sys.executable, "-m", "beam_pipelines.preprocess", *args]
     again = subprocess.run(cmd[:-5] + cmd[-4:], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 2, again.stderr[-2000:]
     assert "finished putting in place" in again.stderr and "already holds" in again.stderr
     assert dataset_ids(out) == {"x.wav", "y.wav"}
+
+
+# --------------------------------------------------------------------------------------
+# Errors while the dataset is put in place: one line, exit 1, nothing lost
+
+
+def _errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_song_the_pipeline_lost_is_one_line_and_exit_1(two_corpora, tmp_path, monkeypatch,
+                                                         caplog):
+    from beam_pipelines import preprocess
+
+    old, _ = two_corpora
+    read = preprocess._read_jsonl
+    monkeypatch.setattr(preprocess, "_read_jsonl",
+                        lambda p: read(p)[1:] if p.endswith("songs.jsonl") else read(p))
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={old}", f"--output_dir={tmp_path / 'ds'}", *SMALL) == 1
+    [line] = _errors(caplog)
+    assert "lost track of 1 song" in line and "\n" not in line and "next run" not in line
+
+
+def test_disk_full_mid_replacement_is_one_line_and_the_next_run_finishes(two_corpora, tmp_path,
+                                                                         monkeypatch, caplog):
+    old, new = two_corpora
+    out = tmp_path / "ds"
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(of, "_rename", full)
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={new}", f"--output_dir={out}", "--overwrite",
+                            *SMALL) == 1
+    [line] = _errors(caplog)
+    assert "No space left on device" in line and "next run" in line and "\n" not in line
+    monkeypatch.undo()
+    assert "finished putting in place" in of.recover(str(out))
+    assert dataset_ids(out) == {"x.wav", "y.wav"}
+
+
+def test_an_unwritable_report_is_one_line_and_the_old_dataset_stays(two_corpora, tmp_path,
+                                                                    monkeypatch, caplog):
+    from beam_pipelines import preprocess
+
+    old, new = two_corpora
+    out = tmp_path / "ds"
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0
+
+    def denied(path, text):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(preprocess, "_write_text", denied)
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={new}", f"--output_dir={out}", "--overwrite",
+                            *SMALL) == 1
+    [line] = _errors(caplog)
+    assert "Permission denied" in line and "next run" not in line
+    assert dataset_ids(out) == {"a.wav", "b.wav", "c.wav"}
+
+
+def test_no_environment_variable_can_stop_a_real_replacement(tmp_path):
+    """The crash hook of the tests is a function they replace, not something a stray
+    environment variable (the old WAVEGEN_CRASH_AT_STEP) switches on in real runs."""
+    out = tmp_path / "ds"
+    staging = out / ".wavegen-staging-0123456789ab"
+    staging.mkdir(parents=True)
+    (out / "metadata.json").write_text('{"wavegen_metadata_version": 1}')
+    (staging / of.INFO_FILE).write_text("{}")
+    code = ("import sys; from beam_pipelines import output_folder as of; "
+            "of.replace_dataset(sys.argv[1], sys.argv[2], [of.INFO_FILE])")
+    env = dict(os.environ, WAVEGEN_CRASH_AT_STEP="1")
+    res = subprocess.run([sys.executable, "-c", code, str(out), str(staging)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / of.INFO_FILE).read_text() == "{}" and not (out / of.JOURNAL).exists()
+
+
+def test_a_run_killed_in_a_new_folder_does_not_lock_the_next_one_out(two_corpora, tmp_path):
+    """A killed run leaves only its lock and marked staging folder: the next run removes
+    the staging folder and writes its dataset."""
+    old, _ = two_corpora
+    out = tmp_path / "ds"
+    with of.locked(str(out)):
+        stale = of.make_scratch(str(out))
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0
+    assert not os.path.exists(stale) and dataset_ids(out) == {"a.wav", "b.wav", "c.wav"}

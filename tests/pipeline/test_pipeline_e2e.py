@@ -103,7 +103,8 @@ def test_counts_balance_and_every_bad_input_is_dead_lettered(cli_run):
         assert rec["reason"] in BAD[sid], rec
         assert rec["detail"] and rec["path"].endswith(sid)
     assert "songs in 14, written 7, failed 7" in res.stdout
-    assert not [p for p in os.listdir(out) if p.startswith(".staging")]
+    assert not [p for p in os.listdir(out) if p.startswith((".wavegen-staging-",
+                                                             ".wavegen-old-", ".staging"))]
 
 
 @pytest.mark.slow
@@ -199,14 +200,16 @@ def test_a_run_where_everything_fails_leaves_no_dataset(corpus, tmp_path):
 def test_a_run_that_writes_nothing_keeps_the_dataset_already_there(cli_run, corpus,
                                                                     tmp_path):
     import shutil
+    from pathlib import Path
 
+    from beam_pipelines import output_folder
     from beam_pipelines import preprocess as pipeline
 
     out = tmp_path / "kept"
     shutil.copytree(cli_run[0], out)
     before = sorted(os.listdir(out))
-    stale = out / ".staging-0123456789ab" / "spill"
-    stale.mkdir(parents=True)
+    stale = Path(output_folder.make_scratch(str(out))) / "spill"  # as a killed run left it
+    stale.mkdir()
     (stale / "x.examples").write_bytes(b"left by a killed run")
     code = pipeline.run([f"--input={corpus}/rock/empty.mp3", f"--output_dir={out}",
                          "--overwrite"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,10 +24,22 @@ from wavegen.data import audio, paths
 
 DATASET_NAME = "wavegen"
 UNKNOWN_GENRE = "unknown"
-# The TFDS shard file names: wavegen-train.tfrecord-00000-of-00004
+# The dataset's file names, here only. The TFDS shard file names:
+# wavegen-train.tfrecord-00000-of-00004 (shard_filename; SHARD_PATTERN matches them).
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+SHARD_DIGITS = 5
+MAX_SHARDS = 10**SHARD_DIGITS - 1  # shards per split: the names count to 5 digits
+SHARD_PATTERN = re.compile(rf"{DATASET_NAME}-[A-Za-z][A-Za-z0-9_]*\.tfrecord-"
+                           rf"\d{{{SHARD_DIGITS}}}-of-\d{{{SHARD_DIGITS}}}")
 METADATA_VERSION = 1
 INFO_FILE = "dataset_info.json"  # written last: without it a directory is no dataset
+
+
+def shard_filename(split: str, shard: int, num_shards: int) -> str:
+    """The file name of shard `shard` (from 0) of `num_shards` of a split."""
+    width = SHARD_DIGITS
+    return FILENAME_TEMPLATE.format(DATASET=DATASET_NAME, SPLIT=split, FILEFORMAT="tfrecord",
+                                    SHARD_X_OF_Y=f"{shard:0{width}d}-of-{num_shards:0{width}d}")
 
 
 class DatasetError(ValueError):
