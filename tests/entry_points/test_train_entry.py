@@ -82,6 +82,21 @@ def test_mistyped_keys_and_wrong_types_fail_at_start(override, error):
         compose_train(["data.dir=/d", override])
 
 
+@pytest.mark.parametrize("override,message", [
+    ("train.steps=0", "train.steps must be >= 1, got 0"),
+    ("train.eval_batches=0", "train.eval_batches must be >= 1 or null"),
+    ("train.eval_batch_size=0", "train.eval_batch_size must be >= 1 or null"),
+    ("train.device_count=0", "train.device_count must be >= 1 or null"),
+    ("train.max_minutes=-1", "train.max_minutes must be a positive number"),
+    ("data.shuffle_buffer=0", "data.shuffle_buffer must be >= 1"),
+    ("optim.lr=-1", "optim.lr must be a positive finite number"),
+    ("optim.warmup_steps=-1", "optim.warmup_steps must be >= 0"),
+])
+def test_a_bad_value_is_refused_naming_its_key(override, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        schema.to_train_job(compose_train(["data.dir=/d", "train.steps=200", override]))
+
+
 def test_a_missing_dataset_dir_is_a_hydra_error():
     cfg = compose_train([])
     with pytest.raises(MissingMandatoryValue, match="data.dir"):

@@ -420,6 +420,10 @@ def _train(setup: _Setup, progress: _Progress, metrics_log: _MetricsLog, bar) ->
             progress.rstate, metrics = p_train(progress.rstate, next(progress.batches))
             progress.window.pending.append(metrics)
             progress.step += 1
+            if budget_s is not None and len(progress.window.pending) > 1:
+                # Keep one step in flight, not a log window's worth: the clock must see
+                # the work done, or the budget is overrun by the queued steps' time.
+                jax.block_until_ready(progress.window.pending[-2])
             if bar is not None:
                 bar.update(1)
             step = progress.step
