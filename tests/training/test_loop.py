@@ -214,3 +214,29 @@ def test_a_dataset_whose_metadata_contradicts_its_features_is_refused(
     with pytest.raises(dataset_lib.DatasetError, match="metadata.json contradicts "
                                                        "features.json: .*" + message):
         dataset_lib.open_dataset(copy)
+
+
+# --------------------------------------------------------------------------------------
+# Resume (review findings)
+
+
+def test_a_finished_run_resumes_with_more_steps(data_dir, tmp_path):
+    """train.steps may grow on resume: the null schedule lengths follow it."""
+    first = tiny_run(data_dir, tmp_path / "run", steps=4)
+    assert first["steps"] == 4
+    more = tiny_run(data_dir, tmp_path / "run", steps=8)
+    assert more["steps"] == 8
+    steps = [r["step"] for r in loop.read_metrics(str(tmp_path / "run")) if "train_bits" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 8
+
+
+def test_a_line_cut_short_by_a_kill_does_not_block_resume(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    tiny_run(data_dir, run_dir, steps=4)
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "train_bi')  # a kill mid-write
+    summary = tiny_run(data_dir, run_dir, steps=6)
+    assert summary["steps"] == 6
+    with open(run_dir / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]  # every line whole again
+    assert rows[-1]["step"] == 6

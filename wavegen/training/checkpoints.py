@@ -85,7 +85,10 @@ _OLD_OPTIM_NAMES = {"learning_rate": "lr", "end_learning_rate": "end_lr"}
 
 
 def optim_config_from_meta(meta: dict) -> train_lib.OptimConfig:
-    return train_lib.OptimConfig(**upgraded_optim(meta.get("optim", {})))
+    """The run's optimizer settings; schedule lengths left null by the run are filled (the
+    optimizer state's structure does not depend on them)."""
+    optim = train_lib.OptimConfig(**upgraded_optim(meta.get("optim", {})))
+    return optim.for_run(optim.total_steps or 1)
 
 
 def upgraded_optim(optim: dict) -> dict:

@@ -29,6 +29,7 @@ import numpy as np
 from wavegen.data import input_pipeline
 from wavegen.data.dataset import Dataset, DatasetError, open_dataset
 from wavegen.model import wavenet as model_lib
+from wavegen.progress import progress_bar
 from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import steps as train_lib
 
@@ -69,11 +70,13 @@ def evaluate_checkpoint(cfg: EvalConfig) -> dict:
         graphdef, params = ckpt_lib.restore_for_inference(ckpts, step, meta, use_ema)
     finally:
         ckpts.close()
-    if dataset.num_examples(cfg.split) == 0:
-        raise EvaluationError(f"{dataset.dir} has no examples in split {cfg.split!r} (it "
-                              f"has: {dataset.describe_splits()})")
+    train_split = meta.get("stream", {}).get("train_split", "train")  # the run's own
+    for split in (cfg.split, train_split):
+        if dataset.num_examples(split) == 0:
+            raise EvaluationError(f"{dataset.dir} has no examples in split {split!r} (it "
+                                  f"has: {dataset.describe_splits()})")
     per_example, hist = _score(cfg, dataset, graphdef, params, model_cfg)
-    report = _report(cfg, run_dir, step, use_ema, dataset, per_example, hist)
+    report = _report(cfg, run_dir, step, use_ema, dataset, per_example, hist, train_split)
     _write(run_dir, report)
     return report
 
@@ -140,7 +143,8 @@ def _score(cfg: EvalConfig, dataset: Dataset, graphdef, params, model_cfg):
     hist = np.zeros(dataset.spec.num_classes, np.int64)
     rows = []
     total = math.ceil(dataset.num_examples(cfg.split) / cfg.batch_size)
-    for batch in _bar(batches, min(total, cfg.batches or total), cfg.progress):
+    for batch in progress_bar("evaluate", "batch", min(total, cfg.batches or total),
+                               cfg.progress, batches):
         ids = batch.pop("song_id").reshape(-1)
         out = p_eval(rparams, batch)
         real = batch["mask"].reshape(-1) > 0
@@ -153,14 +157,6 @@ def _score(cfg: EvalConfig, dataset: Dataset, graphdef, params, model_cfg):
     return rows, hist
 
 
-def _bar(batches, total: int, show: bool):
-    if not show:
-        return batches
-    from tqdm import tqdm
-
-    return tqdm(batches, total=total, unit="batch", desc="evaluate", dynamic_ncols=True)
-
-
 def unigram_cross_entropy_bits(train_counts: np.ndarray, counts: np.ndarray) -> float:
     """Bits/sample of the add-one-smoothed unigram model of `train_counts` on `counts`."""
     train_counts = np.asarray(train_counts, np.float64)
@@ -170,7 +166,9 @@ def unigram_cross_entropy_bits(train_counts: np.ndarray, counts: np.ndarray) -> 
 
 
 def _report(cfg: EvalConfig, run_dir: str, step: int, use_ema: bool, dataset: Dataset,
-            rows: list, hist: np.ndarray) -> dict:
+            rows: list, hist: np.ndarray, train_split: str) -> dict:
+    """The report: overall, per genre and per song, with the unigram model of the run's
+    training split scored on this split."""
     spec = dataset.spec
     per_chunk = spec.target_samples
     songs: dict[str, list] = defaultdict(lambda: [0.0, 0, None])
@@ -185,7 +183,7 @@ def _report(cfg: EvalConfig, run_dir: str, step: int, use_ema: bool, dataset: Da
         gr[1] += per_chunk
         gr[2] += 1
     total_bits, total_targets = sum(r[2] for r in rows), per_chunk * len(rows)
-    train_hist = input_pipeline.bin_histogram(dataset, "train")
+    train_hist = input_pipeline.bin_histogram(dataset, train_split)
     per_song = sorted(({"song_id": k, "genre": v[2], "bits_per_sample": v[0] / v[1],
                         "targets": v[1]} for k, v in songs.items()),
                       key=lambda r: -r["bits_per_sample"])

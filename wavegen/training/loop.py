@@ -40,6 +40,8 @@ from wavegen.data import input_pipeline
 from wavegen.data.dataset import Dataset, open_dataset
 from wavegen.model import wavenet as model_lib
 from wavegen.training import checkpoints as ckpt_lib
+from wavegen.training import metrics as run_metrics
+from wavegen.progress import progress_bar
 from wavegen.training import steps as train_lib
 
 log = logging.getLogger("wavegen.train")
@@ -164,7 +166,10 @@ def check_same_run(stored: dict, meta: dict, where: str) -> None:
                       ("dataset", "a dataset with other audio settings"),
                       ("optim", "other optimizer settings"),
                       ("stream", "another data stream (batch, seed, targets, split)")):
-        diff = _differences(stored.get(key, {}), meta[key])
+        theirs = stored.get(key, {})
+        if key == "optim":
+            theirs = ckpt_lib.upgraded_optim(theirs)
+        diff = _differences(theirs, meta[key])
         if diff:
             raise TrainingError(f"{where} holds checkpoints of {what} ({'; '.join(diff)}); "
                                 "use a new run directory (hydra.run.dir=...) or the same "
@@ -198,7 +203,7 @@ class _MetricsLog:
 
     def __init__(self, workdir: str, enabled: bool):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = run_metrics.metrics_path(workdir)
         self._tb = None
         if enabled:
             import tensorflow as tf
@@ -206,13 +211,10 @@ class _MetricsLog:
             self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop lines logged after the restored step (they are redone)."""
-        if not self.enabled or not os.path.exists(self.path):
-            return
-        with open(self.path) as f:
-            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-        with open(self.path, "w") as f:
-            f.writelines(keep)
+        """On resume: drop lines logged after the restored step (they are redone), and any
+        line a kill cut short."""
+        if self.enabled:
+            run_metrics.truncate_after(self.path, step)
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -233,11 +235,8 @@ class _MetricsLog:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The run's well-formed metrics rows (wavegen.training.metrics)."""
+    return run_metrics.read_metrics(run_metrics.metrics_path(workdir))
 
 
 # --------------------------------------------------------------------------------------
@@ -347,14 +346,16 @@ def _set_up(model_cfg, optim_cfg, data: DataConfig, run: RunConfig, workdir: str
         dataset.check_splits(data.train_split, data.eval_split)
     except ValueError as e:  # DatasetError and incompatibilities
         raise TrainingError(str(e)) from e
-    optim_cfg = optim_cfg.for_run(run.steps)
     os.makedirs(workdir, exist_ok=True)
     stream = {"batch_size": run.batch_size, "seed": run.seed,
               "targets": window.train_targets, "shuffle_buffer": data.shuffle_buffer,
               "train_split": data.train_split, "devices": len(devices) * jax.process_count()}
+    # The settings as given (null schedule lengths follow train.steps), so a resumed run
+    # may change train.steps: its schedule is then laid over the new length.
     meta = ckpt_lib.run_meta(model_cfg, dataset.spec, optim=dataclasses.asdict(optim_cfg),
                              stream=stream, data={"dir": data.dir},
                              ema=optim_cfg.ema_decay > 0)
+    optim_cfg = optim_cfg.for_run(run.steps)
     ckpts = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"), run.keep_checkpoints)
     _check_resume(ckpts, run, meta)
     return _Setup(model_cfg, optim_cfg, data, run, dataset, window, devices, meta, ckpts,
@@ -550,12 +551,8 @@ def _agree(*flags: bool) -> tuple[bool, ...]:
 
 
 def _progress_bar(run: RunConfig, start: int, is_main: bool):
-    if not (run.progress and is_main):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=run.steps, initial=start, unit="step", dynamic_ncols=True,
-                desc="train", smoothing=0.1)
+    return progress_bar("train", "step", run.steps, run.progress and is_main, initial=start,
+                        smoothing=0.1)
 
 
 def _show(bar, record: dict, run: RunConfig, step: int) -> None:
