@@ -148,6 +148,7 @@ def report(d: str, data: str, run: str, out: str) -> None:
         f"({abs(100 * (1 - val / uni)):.0f}% {'below' if val < uni else 'above'}) -> {run}",
         f"  generation: {sm['samples_per_s']:.0f} samples/s over {len(sm['samples'])} "
         f"streams (step {sm['checkpoint_step']})",
+        _genre_check_line(sm.get("genre_check")),
     ]
     for s in sm["samples"]:
         lines.append(f"    {s.get('genre') or '-':>14}: {os.path.join(out, s['wav'])}  "
@@ -163,6 +164,17 @@ def report(d: str, data: str, run: str, out: str) -> None:
     print("\n".join(lines))
     if val > 0.75 * uni:
         print("demo: warning: validation bits/sample is not 25% below the unigram baseline")
+
+
+def _genre_check_line(check: dict | None) -> str:
+    """Can you hear the genre? The sampler's classifier on the samples and on real
+    validation audio (wavegen.generation.genre_check), next to chance."""
+    if not check or check.get("samples_accuracy") is None:
+        return "  genre check: not run (no whole 1 s window, or genre_check=false)"
+    real = check.get("real_accuracy")
+    return (f"  genre check: a band-statistics classifier names the genre of "
+            f"{check['samples_accuracy']:.0%} of the samples' 1 s windows (real validation "
+            f"audio: {'-' if real is None else f'{real:.0%}'}; chance {check['chance']:.0%})")
 
 
 def main(argv=None):
