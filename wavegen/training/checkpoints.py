@@ -88,7 +88,7 @@ def optim_config_from_meta(meta: dict) -> train_lib.OptimConfig:
     """The run's optimizer settings; schedule lengths left null by the run are filled (the
     optimizer state's structure does not depend on them)."""
     optim = train_lib.OptimConfig(**upgraded_optim(meta.get("optim", {})))
-    return optim.for_run(optim.total_steps or 1)
+    return optim.for_run(optim.total_steps or (optim.warmup_steps or 0) + 1)
 
 
 def upgraded_optim(optim: dict) -> dict:
