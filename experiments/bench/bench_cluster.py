@@ -20,7 +20,6 @@ by the Maven Central this machine reaches (docs/cluster.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -30,6 +29,7 @@ import tempfile
 import time
 
 from experiments.bench.bench_pipeline import make_mp3s
+from experiments.bench.results import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLUSTER_SH = os.path.join(ROOT, "scripts", "cluster.sh")
@@ -168,9 +168,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _print(res)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    write_json(args.json, res)
     return res
 
 

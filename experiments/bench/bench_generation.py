@@ -32,12 +32,13 @@ the conservative one. --no-hugepages keeps glibc's default malloc.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
+
+from experiments.bench.results import write_json
 
 GOALS = {"small_b1": 16_000, "small_b16": 64_000, "medium_b1": 4_000, "cached_over_naive": 100}
 
@@ -202,11 +203,7 @@ def main(argv=None) -> int:
               "cached_over_naive": ratio, "sweep": sweep,
               "goals": {k: {"goal": g, "best": measured[k], "typical": typical[k],
                             "met": measured[k] >= g} for k, g in GOALS.items()}}
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"\nwrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 

@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import functools
 import http.server
-import json
 import os
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ import zipfile
 import numpy as np
 import soundfile as sf
 
+from experiments.bench.results import write_json
 from wavegen.data import audio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -237,9 +237,7 @@ def main(argv=None):
         print(f"sources, {src['songs']} songs, {key}: {r['songs_per_s']:.1f} songs/s "
               f"({r['wall_s']:.1f} s wall, {r['marginal_ms_per_song']:.1f} ms/song marginal)")
     print(f"zip / folder marginal cost: {src['zip_over_folder']:.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    write_json(args.json, res)
     return res
 
 

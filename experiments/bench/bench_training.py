@@ -39,12 +39,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
 import sys
 import time
+
+from experiments.bench.results import write_json
 
 
 def parse_args(argv=None):
@@ -230,11 +231,7 @@ def main(argv=None) -> int:
                           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},
               "jax": jax.__version__, "matmul_peak": peak, "train": rows,
               "learning": learning}
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"\nwrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 

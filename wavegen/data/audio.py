@@ -168,20 +168,20 @@ def linear_decode(q: np.ndarray, bits: int) -> np.ndarray:
     return (np.asarray(q, np.float32) * (2.0 / top) - 1.0).astype(np.float32)
 
 
+def _codec(quantization: str):
+    """(encode, decode) of a quantization name."""
+    codecs = {"mulaw": (mulaw_encode, mulaw_decode), "linear": (linear_encode, linear_decode)}
+    if quantization not in codecs:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    return codecs[quantization]
+
+
 def quantize(x: np.ndarray, quantization: str, bits: int) -> np.ndarray:
-    if quantization == "mulaw":
-        return mulaw_encode(x, bits)
-    if quantization == "linear":
-        return linear_encode(x, bits)
-    raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    return _codec(quantization)[0](x, bits)
 
 
 def dequantize(q: np.ndarray, quantization: str, bits: int) -> np.ndarray:
-    if quantization == "mulaw":
-        return mulaw_decode(q, bits)
-    if quantization == "linear":
-        return linear_decode(q, bits)
-    raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    return _codec(quantization)[1](q, bits)
 
 
 # --------------------------------------------------------------------------------------
