@@ -120,15 +120,18 @@ def test_layer_maths_on_taps_reproduce_the_forward_pass(kernel_size):
 
     cond = model.conditioning(genre)
     h = model.embed(bins)
-    skip = 0.0
+    ws, zs = [], []
     for i, layer in enumerate(model.layers):
         d, k = layer.dilation, cfg.kernel_size
         w = layer.weights(cond, h.dtype)
         past = jnp.pad(h, ((0, 0), ((k - 1) * d, 0), (0, 0)))  # zeros before the start
         taps = jnp.stack([past[:, j * d:j * d + bins.shape[1]] for j in range(k)], axis=2)
         dilated = jnp.einsum("btkr,krg->btg", taps, w.conv)
-        h, s = wm.gated_residual(w, h, dilated, need_residual=i < len(model.layers) - 1)
-        skip = skip + s
+        h, z = wm.gated_residual(w, h, dilated, need_residual=i < len(model.layers) - 1)
+        ws.append(w)
+        zs.append(z)
+    # The generator's order of the skip sum (one matmul on the concatenated z).
+    skip = wm.skip_sum(ws, zs, concatenated=True)
     np.testing.assert_allclose(model.head(skip), full, rtol=1e-4, atol=1e-4)
     assert float(jnp.std(full)) > 0.1  # not a degenerate comparison
 

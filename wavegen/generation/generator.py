@@ -18,12 +18,15 @@ One step, for inputs x (B,) at time t (L layers, kernel K, R/G/S channels):
     h_0    = embed(x)
     past   = every ring's rows at t - (K-1-j) d_i, j < K-1      one gather  (L, K-1, B, R)
     a_past = past . conv_kernel[:K-1]                           one batched matmul (L, B, G)
-    layer i:  h_i+1, s_i = gated_residual(h_i, h_i @ conv_kernel[K-1] + a_past[i])
-    outputs = head(sum of s_i);   every ring's row at t <- h_i           one scatter
+    layer i:  h_i+1, z_i = gated_residual(h_i, h_i @ conv_kernel[K-1] + a_past[i])
+    outputs = head(skip_sum(z_0 .. z_L-1))   one matmul on the concatenated z
+    every ring's row at t <- h_i                                          one scatter
 
 The past taps do not depend on this step's input, so their share of every layer's dilated
 conv is one batched matmul off the sequential chain. Everything after the dilated conv -
-bias and genre, gate, residual and skip 1x1s (`wavenet.gated_residual`) - and `embed`,
+bias and genre, gate, residual 1x1 (`wavenet.gated_residual`), the skip 1x1s
+(`wavenet.skip_sum`, in its one-matmul order: on CPU a step costs mostly per
+operation) - and `embed`,
 `conditioning` and `head` are the model's own functions on the model's own parameters
 (merged from `graphdef` and `params`): there is no second copy of the layer's maths here,
 and only the order of the sums in the dilated conv differs from the parallel pass.
@@ -180,12 +183,13 @@ def _step(model: wm.WaveNet, w: _Weights, cache: Cache, bins_t: jax.Array):
     a_past = jnp.einsum("ljbr,ljrg->lbg", past, w.w_past)
 
     h = model.embed(bins_t)
-    inputs, skip = [], None
+    inputs, zs = [], []
     for i in range(num_layers):
         inputs.append(h)
-        h, s = wm.gated_residual(w.layers[i], h, h @ w.w_cur[i] + a_past[i],
+        h, z = wm.gated_residual(w.layers[i], h, h @ w.w_cur[i] + a_past[i],
                                  need_residual=i < num_layers - 1)
-        skip = s if skip is None else skip + s
+        zs.append(z)
+    skip = wm.skip_sum(w.layers, zs, concatenated=True)
     outputs = model.head(skip)
     buffer = cache.buffer.at[write].set(jnp.stack(inputs), unique_indices=True,
                                         indices_are_sorted=True, mode="promise_in_bounds")

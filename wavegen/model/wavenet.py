@@ -30,7 +30,8 @@ Step-wise generation (the "fast WaveNet" queues) reuses these parameters as they
 layer's dilated conv is one (K, R, G) array whose tap j multiplies the layer's input at
 t - (K-1-j) * d, and the 1x1 projections are plain matrices. `gated_residual` is a layer's
 arithmetic once its dilated conv is known: the parallel pass gets that conv from
-`causal_conv`, the generator from its caches, and both run the same function on it.
+`causal_conv`, the generator from its caches, and both run the same function on it;
+`skip_sum` projects and sums the layers' skips for both.
 `WaveNet.embed`, `conditioning` and `head` are the pieces before and after the stack.
 tests/model/test_wavenet.py and tests/generation/test_generator.py check, with every
 parameter randomised, that stepping through time reproduces the convolutional forward
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -314,32 +316,54 @@ class LayerWeights(NamedTuple):
 def gated_residual(w: LayerWeights, h: jax.Array, dilated: jax.Array,
                    need_residual: bool = True) -> tuple[jax.Array | None, jax.Array]:
     """The layer's arithmetic once its dilated conv is known - the one home of it, run
-    by the parallel forward pass (`ResidualLayer.__call__`) and by the cached step
+    by the parallel forward pass (`WaveNet.run_layers`) and by the cached step
     (`wavegen.generation.generator`), which differ only in how they get `dilated`.
 
     h (..., R): the layer's input at each position; dilated (..., G): sum over taps j of
     the input at t - (K-1-j) d @ conv[j] (no bias). Returns (the next layer's input
-    h + residual 1x1 (..., R), or None for the last layer; the skip 1x1 (..., S)).
+    h + residual 1x1 (..., R), or None for the last layer; the gated activation z
+    (..., G/2), which `skip_sum` projects onto the skip path).
     """
     bias = w.gate_bias
     if bias.ndim == 2 and dilated.ndim == 3:  # per-sequence (B, G) over (B, L, G)
         bias = bias[:, None]
     z = gated_activation(dilated + bias)
-    # Two matmuls on the column blocks of out_kernel rather than one on all of it: the
-    # backward pass then needs no (N, R+S) concatenated gradient (3% faster). The skip
-    # comes out in float32 whatever the compute dtype, so the sum over the layers and the
-    # head are never rounded to bfloat16.
-    skip = jnp.dot(z, w.skip_kernel, preferred_element_type=jnp.float32) + w.skip_bias
     if not need_residual:
-        return None, skip
-    return h + (z @ w.res_kernel + w.res_bias), skip
+        return None, z
+    return h + (z @ w.res_kernel + w.res_bias), z
+
+
+def skip_sum(ws: Sequence[LayerWeights], zs: Sequence[jax.Array],
+             concatenated: bool = False) -> jax.Array:
+    """The skip path summed over the layers, float32: sum_i z_i @ skip_kernel_i +
+    skip_bias_i (zs from `gated_residual`). The skips come out in float32 whatever the
+    compute dtype, so the sum and the head are never rounded to bfloat16.
+
+    Two orders of the same sum. Per layer (the parallel pass): one matmul per layer, as
+    the activations come; a (positions, layers * G/2) concatenation would double the
+    memory the backward pass keeps and measured no faster. `concatenated` (the cached
+    generator, one time step): one matmul of all the layers' z side by side on the
+    stacked skip kernels - one operation instead of one per layer in the sequential
+    step, whose cost on CPU is mostly per operation.
+    """
+    bias = sum(w.skip_bias for w in ws[1:]) + ws[0].skip_bias
+    if concatenated:
+        kernel = jnp.concatenate([w.skip_kernel for w in ws], axis=0)
+        return jnp.dot(jnp.concatenate(zs, axis=-1), kernel,
+                       preferred_element_type=jnp.float32) + bias
+    total = None
+    for w, z in zip(ws, zs):
+        s = jnp.dot(z, w.skip_kernel, preferred_element_type=jnp.float32)
+        total = s if total is None else total + s
+    return total + bias
 
 
 class ResidualLayer(nnx.Module):
-    """One gated residual layer. Parameters (all float32, plain arrays):
+    """One gated residual layer's parameters (all float32, plain arrays):
 
     conv_kernel (K, R, G), conv_bias (G), out_kernel (G/2, R+S) (columns :R residual,
-    R: skip), out_bias (R+S), and cond_kernel (E, G) when conditioned.
+    R: skip), out_bias (R+S), and cond_kernel (E, G) when conditioned. Calling it runs
+    `causal_conv` and `gated_residual`; `skip_sum` takes its z and `weights()`.
     """
 
     def __init__(self, cfg: ModelConfig, dilation: int, *, rngs: nnx.Rngs):
@@ -366,7 +390,7 @@ class ResidualLayer(nnx.Module):
 
     def __call__(self, h: jax.Array, cond: jax.Array | None = None,
                  need_residual: bool = True) -> tuple[jax.Array | None, jax.Array]:
-        """h (B, L, R) -> (next h (B, L, R) or None, skip (B, L, S))."""
+        """h (B, L, R) -> (next h (B, L, R) or None, gated activation z (B, L, G/2))."""
         w = self.weights(cond, h.dtype)
         return gated_residual(w, h, causal_conv(h, w.conv, self.dilation), need_residual)
 
@@ -421,7 +445,7 @@ class WaveNet(nnx.Module):
         return jnp.take(self.genre_embedding[...], jnp.asarray(genre, jnp.int32), axis=0,
                         mode="fill", fill_value=jnp.nan)
 
-    def head(self, skip_sum: jax.Array) -> jax.Array:
+    def head(self, skips: jax.Array) -> jax.Array:
         """Summed skips (..., S) -> outputs (..., out), computed in float32 whatever the
         compute dtype (a bfloat16 head would round every output: up to 28 bins of error
         on a mixture's means at 16 bits)."""
@@ -429,7 +453,7 @@ class WaveNet(nnx.Module):
         # (r9y9 has both; the 1x1s learn any scale): with them XLA:CPU fuses the long
         # chains of adds into transposing consumers and recomputes them there - a
         # training step of `small` took 1.5 s (residual scale: 4.9 s) instead of 1.2 s.
-        y = jax.nn.relu(skip_sum.astype(jnp.float32))
+        y = jax.nn.relu(skips.astype(jnp.float32))
         y = jax.nn.relu(y @ self.head_kernel1[...] + self.head_bias1[...])
         return y @ self.head_kernel2[...] + self.head_bias2[...]
 
@@ -446,13 +470,13 @@ class WaveNet(nnx.Module):
 
     def run_layers(self, h: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         """The residual stack: embedded inputs (B, L, R) -> summed skips (B, L, S)."""
-        skip = None
+        ws, zs = [], []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h_next, s = layer(h, cond, need_residual=i < last)
-            skip = s if skip is None else skip + s
-            h = h_next
-        return skip
+            ws.append(layer.weights(cond, h.dtype))
+            h, z = layer(h, cond, need_residual=i < last)
+            zs.append(z)
+        return skip_sum(ws, zs)
 
     def nll_bits(self, outputs: jax.Array, targets: jax.Array) -> jax.Array:
         """-log2 p(target) per position: outputs (..., out), targets (...) -> (...)."""
