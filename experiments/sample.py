@@ -3,7 +3,7 @@
     .venv/bin/python experiments/sample.py checkpoint=RUN_DIR [step=latest|best|N] \
         seconds=4 num_samples=4 temperature=1.0 [genre=NAME] \
         [prime=SONG_FILE prime_seconds=1] [seed=0] [use_ema=true|false] \
-        [data_dir=DATASET] output_dir=DIR
+        [data_dir=DATASET] [cpu_threads=1|null] output_dir=DIR
 
 Writes DIR/sample_000.wav ... (16-bit PCM at the dataset's sample rate), a spectrogram
 PNG for each, DIR/samples.json (settings, checkpoint step, samples_per_s) and
@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from experiments import hydra_schema as schema
+from wavegen import runtime
 from wavegen.generation import sampler
 
 schema.register_sample()
@@ -34,7 +35,10 @@ def main(cfg: DictConfig) -> None:
     for noisy in ("absl", "jax"):  # orbax's per-save chatter, JAX's backend probing
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        result = sampler.run_sampling(schema.to_sample_config(cfg))
+        sample_cfg = schema.to_sample_config(cfg)
+        # Before the first JAX operation: XLA:CPU sizes its thread pool then.
+        runtime.limit_cpu_threads(sample_cfg.cpu_threads)
+        result = sampler.run_sampling(sample_cfg)
     except MissingMandatoryValue as e:
         log.error("missing a required setting: %s (e.g. %s=...)", e.full_key, e.full_key)
         sys.exit(1)

@@ -158,6 +158,7 @@ def test_errors_are_one_clear_line(trained, tmp_path):
         ([f"checkpoint={run_dir}", "step=12345"], "no checkpoint at step 12345"),
         ([f"checkpoint={run_dir}", "seconds=1e-6"], "less than one sample"),
         ([f"checkpoint={run_dir}", "temperature=nan"], "temperature must be a finite"),
+        ([f"checkpoint={run_dir}", "cpu_threads=0"], "cpu_threads must be >= 1 or null"),
     ]
     for args, message in cases:
         res = run(SAMPLE + args + [f"output_dir={tmp_path}/o"], check=False)

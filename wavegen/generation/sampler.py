@@ -59,6 +59,10 @@ class SampleConfig:
     data_dir: str | None = None  # the run's dataset; None: data.dir of its config.yaml
     references: bool = True  # a real validation song per genre on the page
     genre_check: bool = True  # name the samples' genres with a classifier (samples.json)
+    # XLA:CPU threads of the sampling process (`wavegen.runtime.limit_cpu_threads`, which
+    # the command applies before JAX starts); None: every core. One is the fastest at
+    # the batch sizes sampling uses (`make bench` measures both).
+    cpu_threads: int | None = 1
 
     def __post_init__(self):
         if not (self.seconds > 0 and math.isfinite(self.seconds)):
@@ -74,6 +78,9 @@ class SampleConfig:
             raise SamplingError("give genre=NAME or each_genre=true, not both")
         if self.chunk < 1:
             raise SamplingError(f"chunk must be >= 1, got {self.chunk}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise SamplingError(f"cpu_threads must be >= 1 or null (every core), got "
+                                f"{self.cpu_threads}")
 
 
 @dataclasses.dataclass(frozen=True)
