@@ -122,13 +122,16 @@ def _train_rows(t: dict) -> list[tuple[str, str, str]]:
     rows = [("train: fp32 matmul peak (measured in this run)",
              f"{t['matmul_peak']['gflops']:.0f} GFLOP/s", "")]
     for row in t["train"]:
+        ref = f"pytorch_{row['preset']}_targets_per_s"
+        over = (f"; {row['samples_per_s_best'] / QUOTED[ref][0]:.2f}x the quoted figure"
+                if ref in QUOTED and row["targets"] == 8000 and row["per_device_batch"]
+                * row["devices"] == 8 else "")
         rows.append((f"train: {row['preset']}, batch {row['devices'] * row['per_device_batch']}"
-                     f" x {row['targets']}",
-                     f"{row['samples_per_s_best']:,.0f} samples/s, "
+                     f" x {row['targets']} scored targets",
+                     f"{row['samples_per_s_best']:,.0f} targets/s, "
                      f"{row['gflops_best']:.0f} GFLOP/s ({row['fraction_of_peak_best']:.0%} "
-                     "of peak)",
-                     quoted(f"pytorch_{row['preset']}_targets_per_s", "targets/s")
-                     if f"pytorch_{row['preset']}_targets_per_s" in QUOTED else ""))
+                     f"of peak; over every position {row['fraction_of_peak_positions']:.0%})",
+                     (quoted(ref, "targets/s") + over) if ref in QUOTED else ""))
     learning = t.get("learning")
     if learning:
         rows.append((f"train: small, {learning['steps']} default steps of 8 x "
@@ -139,14 +142,25 @@ def _train_rows(t: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _generate_rows(g: dict) -> list[tuple[str, str, str]]:
+def _generate_rows(g: dict, peak: float | None = None) -> list[tuple[str, str, str]]:
     rows = []
-    for key, label in (("small_b1", "generate: small, batch 1"),
-                       ("small_b16", "generate: small, batch 16 (total)"),
-                       ("medium_b1", "generate: medium, batch 1")):
+    every = g.get("all_cores") or {}
+    threads = g.get("cpu_threads")
+    by_case = {(r["preset"], r["batch"]): r for r in g["generate"] if r["kind"] == "cached"}
+    for key, label, case in (("small_b1", "generate: small, batch 1", ("small", 1)),
+                             ("small_b16", "generate: small, batch 16 (total)", ("small", 16)),
+                             ("medium_b1", "generate: medium, batch 1", ("medium", 1))):
         goal = g["goals"][key]
         ref = f"pytorch_generate_{key}"
-        rows.append((label, f"{goal['best']:,.0f} samples/s",
+        flops = by_case[case].get("gflops_best")
+        measured = f"{goal['best']:,.0f} samples/s"
+        if threads:
+            measured += f" on {threads} thread(s)"
+        if key in every:
+            measured += f" (every core: {every[key]:,.0f})"
+        if flops and peak:
+            measured += f", {flops / peak:.1%} of peak"
+        rows.append((label, measured,
                      f"goal >= {goal['goal']:,} ({'met' if goal['met'] else 'NOT met'})"
                      + (f"; {quoted(ref, 'samples/s')}" if ref in QUOTED else "")))
     goal = g["goals"]["cached_over_naive"]
@@ -161,7 +175,12 @@ _SECTIONS = (("pipeline", _pipeline_rows), ("cluster", _cluster_rows),
 
 def table(r: dict) -> list[tuple[str, str, str]]:
     """(what, measured, reference/goal) rows, for the benchmarks that ran."""
-    return [row for key, rows in _SECTIONS if r.get(key) for row in rows(r[key])]
+    peak = (r.get("train") or {}).get("matmul_peak", {}).get("gflops")
+    out = []
+    for key, rows in _SECTIONS:
+        if r.get(key):
+            out += rows(r[key], peak) if key == "generate" else rows(r[key])
+    return out
 
 
 def main(argv=None):
