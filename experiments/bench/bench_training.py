@@ -2,7 +2,8 @@
 
     .venv/bin/python -m experiments.bench.bench_training [--quick] [--json PATH]
         [--presets small,medium] [--dtype float32|bfloat16] [--per_device_batch 8]
-        [--targets 8000] [--steps N] [--no-hugepages]
+        [--targets 8000] [--steps N] [--learning_steps 100] [--learning_targets 2000]
+        [--baseline | --no-baseline] [--no-hugepages]
 
 1. Peak: the best matmul rate of this backend in the training dtype (square jnp matmuls,
    2048 and 4096; 2*n^3 FLOPs each), in the same process, so training figures compare
@@ -21,7 +22,11 @@
    corpus (the demo's: `experiments.demo_corpus`, through the Beam pipeline at 16 kHz),
    then scored on its whole validation split: validation bits/sample over the unigram
    baseline (the validation targets' bin entropy). A regression in how fast the defaults
-   learn per step shows here.
+   learn per step shows here. Beside it (`--baseline`, the default) the plain-JAX
+   WaveNet of the same shape (`experiments.bench.plain_wavenet`: one-hot input,
+   PyTorch-default init, Adam at a constant 1e-3, no clipping or decay), trained for the
+   same steps on the same batches and scored on the same targets; "ours_over_plain" is
+   the ratio of the two val/unigram figures (<= 1: ours learns at least as fast per step).
 4. FLOPs: model FLOPs per target sample, from the matmul shapes
    (`wavegen.model.flops_per_sample`):
        forward  = 2 * [layers * (K*R*G + G/2*(R+S)) - G/2*R + S*S + S*C]
@@ -61,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--learning_steps", type=int, default=100,
                    help="steps of the learning check (0: skip it)")
     p.add_argument("--learning_targets", type=int, default=2000)
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train the plain-JAX WaveNet on the same batches in the "
+                        "learning check and report both (default: on)")
     p.add_argument("--no-hugepages", action="store_true",
                    help="keep glibc's default malloc (4 KiB pages)")
     return p.parse_args(argv)
@@ -139,19 +147,22 @@ def train_throughput(preset: str, *, dtype: str, per_device_batch: int, targets:
     }
 
 
-def learning_check(steps: int, targets: int, batch: int = 8) -> dict:
+def learning_check(steps: int, targets: int, batch: int = 8, baseline: bool = True) -> dict:
     """Validation/unigram of `small` after `steps` default-optimizer steps on the demo's
-    synthesized corpus (made and preprocessed in a temporary folder)."""
+    synthesized corpus (made and preprocessed in a temporary folder), and - `baseline` -
+    of the plain-JAX WaveNet of the same shape (`experiments.bench.plain_wavenet`: one-hot
+    input, PyTorch-default init, Adam at a constant 1e-3) trained for the same steps on the
+    same batches (the same Window and seed) and scored on the same validation targets.
+
+    Returns wavegen's figures at the top level (val_bits, unigram_bits, val_over_unigram,
+    ...), the baseline's under "baseline", and "ours_over_plain": our val/unigram over
+    the baseline's (<= 1: ours learns at least as fast per step)."""
     import subprocess
     import tempfile
 
-    import jax
-
     from experiments.demo_corpus import make_corpus
-    from wavegen.data import input_pipeline as ip
     from wavegen.data.dataset import open_dataset
     from wavegen.model import wavenet as wm
-    from wavegen.training import steps as wt
 
     with tempfile.TemporaryDirectory() as tmp:
         make_corpus(os.path.join(tmp, "songs"))
@@ -161,23 +172,92 @@ def learning_check(steps: int, targets: int, batch: int = 8) -> dict:
                        check=True, capture_output=True)
         ds = open_dataset(os.path.join(tmp, "data"))
         cfg = wm.for_dataset(wm.preset("small"), ds.spec)
-        optim = wt.OptimConfig().for_run(steps)
-        graphdef, state = wt.create_train_state(cfg, optim, seed=0)
-        p_step, state = wt.make_p_train_step(graphdef, optim), wt.replicate(state)
-        devices = jax.local_device_count()
-        batches = ip.train_batches(ds, ip.Window(ds.spec, wm.receptive_field(cfg), targets),
-                                   per_device_batch=max(1, batch // devices), seed=0)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            state, metrics = p_step(state, next(batches))
-        jax.block_until_ready(metrics)
-        train_s = time.perf_counter() - t0
-        ev = wt.evaluate_split(graphdef, state.params, ds, per_device_batch=4)
-    return {"preset": "small", "steps": steps, "batch": batch, "targets": targets,
-            "optim": dataclasses.asdict(optim), "train_s": train_s,
+        result = {"preset": "small", "steps": steps, "batch": batch, "targets": targets,
+                  **_learn_wavegen(ds, cfg, steps, targets, batch)}
+        if baseline:
+            plain = _learn_plain(ds, cfg, steps, targets, batch)
+            result["baseline"] = plain
+            result["ours_over_plain"] = result["val_over_unigram"] / plain["val_over_unigram"]
+    return result
+
+
+def _learning_batches(ds, cfg, targets: int, batch: int):
+    """The learning check's training stream: both models read exactly these batches."""
+    import jax
+
+    from wavegen.data import input_pipeline as ip
+    from wavegen.model import wavenet as wm
+
+    window = ip.Window(ds.spec, wm.receptive_field(cfg), targets)
+    return ip.train_batches(ds, window, seed=0,
+                            per_device_batch=max(1, batch // jax.local_device_count()))
+
+
+def _learn_wavegen(ds, cfg, steps: int, targets: int, batch: int) -> dict:
+    import jax
+
+    from wavegen.training import steps as wt
+
+    optim = wt.OptimConfig().for_run(steps)
+    graphdef, state = wt.create_train_state(cfg, optim, seed=0)
+    p_step, state = wt.make_p_train_step(graphdef, optim), wt.replicate(state)
+    batches = _learning_batches(ds, cfg, targets, batch)
+    state, metrics = p_step(state, next(batches))  # compiles; timed below from step 2
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for _ in range(steps - 1):
+        state, metrics = p_step(state, next(batches))
+    jax.block_until_ready(metrics)
+    train_s = time.perf_counter() - t0
+    ev = wt.evaluate_split(graphdef, state.params, ds, per_device_batch=4)
+    return {"optim": dataclasses.asdict(optim), "train_s": train_s,
+            "step_s": train_s / max(1, steps - 1),
             "final_train_bits": float(metrics["loss_bits"][0]),
             "val_bits": ev["nll_bits"], "unigram_bits": ev["unigram_bits"],
-            "val_over_unigram": ev["nll_bits"] / ev["unigram_bits"]}
+            "val_over_unigram": ev["nll_bits"] / ev["unigram_bits"],
+            "val_targets": ev["targets"]}
+
+
+def _learn_plain(ds, cfg, steps: int, targets: int, batch: int) -> dict:
+    import jax
+
+    from experiments.bench import plain_wavenet as pw
+
+    plain = pw.PlainConfig.like(cfg)
+    state, step = pw.create_state(plain, seed=0), pw.make_train_step(plain)
+    batches = _learning_batches(ds, cfg, targets, batch)
+    state, bits = step(state, *pw.flat_batch(next(batches)))
+    jax.block_until_ready(bits)
+    t0 = time.perf_counter()
+    for _ in range(steps - 1):
+        state, bits = step(state, *pw.flat_batch(next(batches)))
+    jax.block_until_ready(bits)
+    train_s = time.perf_counter() - t0
+    ev = pw.evaluate_split(plain, state.params, ds, per_device_batch=4)
+    return {"model": "plain JAX WaveNet (experiments/bench/plain_wavenet.py)",
+            "optim": {"adam_lr": plain.lr, "clip_norm": 0.0, "weight_decay": 0.0},
+            "train_s": train_s, "step_s": train_s / max(1, steps - 1),
+            "final_train_bits": float(bits),
+            "val_bits": ev["nll_bits"], "unigram_bits": ev["unigram_bits"],
+            "val_over_unigram": ev["nll_bits"] / ev["unigram_bits"],
+            "val_targets": ev["targets"]}
+
+
+def print_learning(learning: dict) -> None:
+    head = (f"\nlearning: small, {learning['steps']} steps of {learning['batch']} x "
+            f"{learning['targets']} on the demo corpus (same batches), whole validation split")
+    print(head)
+    rows = [("wavegen defaults", learning)]
+    if learning.get("baseline"):
+        rows.append(("plain JAX WaveNet", learning["baseline"]))
+    print(f"  {'model':<18} {'val bits':>9} {'unigram':>8} {'val/unigram':>12} "
+          f"{'s/step':>7}")
+    for name, r in rows:
+        print(f"  {name:<18} {r['val_bits']:>9.3f} {r['unigram_bits']:>8.3f} "
+              f"{r['val_over_unigram']:>11.3f}x {r['step_s']:>7.2f}")
+    if learning.get("baseline"):
+        print(f"  ours / plain (val/unigram): {learning['ours_over_plain']:.3f}"
+              " (<= 1: ours learns at least as fast per step)", flush=True)
 
 
 def main(argv=None) -> int:
@@ -223,12 +303,8 @@ def main(argv=None) -> int:
     learning = None
     if args.learning_steps:
         learning = learning_check(args.learning_steps if not args.quick else 30,
-                                  args.learning_targets)
-        print(f"\nlearning: small, {learning['steps']} default steps of 8 x "
-              f"{learning['targets']} on the demo corpus: validation "
-              f"{learning['val_bits']:.3f} bits/sample, unigram {learning['unigram_bits']:.3f}"
-              f" ({learning['val_over_unigram']:.3f}x) in {learning['train_s']:.0f} s",
-              flush=True)
+                                  args.learning_targets, baseline=args.baseline)
+        print_learning(learning)
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "backend": jax.devices()[0].platform,
                           "device": str(jax.devices()[0].device_kind),

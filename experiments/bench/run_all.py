@@ -139,6 +139,14 @@ def _train_rows(t: dict) -> list[tuple[str, str, str]]:
                      f"{learning['val_over_unigram']:.3f}x ({learning['val_bits']:.3f} / "
                      f"{learning['unigram_bits']:.3f} bits)",
                      "lower is better; a rise means slower learning"))
+        plain = learning.get("baseline")
+        if plain:
+            rows.append((f"train: plain JAX WaveNet, same {learning['steps']} steps, same "
+                         "batches: validation / unigram",
+                         f"{plain['val_over_unigram']:.3f}x ({plain['val_bits']:.3f} / "
+                         f"{plain['unigram_bits']:.3f} bits); ours / plain "
+                         f"{learning['ours_over_plain']:.3f}",
+                         "ours / plain <= 1: the defaults learn at least as fast per step"))
     return rows
 
 
