@@ -2,7 +2,8 @@
 
     .venv/bin/python -m experiments.bench.bench_training [--quick] [--json PATH]
         [--presets small,medium] [--dtype float32|bfloat16] [--per_device_batch 8]
-        [--targets 8000] [--steps N] [--learning_steps 100] [--learning_targets 2000]
+        [--targets 8000] [--also 4x16000] [--steps N] [--learning_steps 100]
+        [--learning_targets 2000]
         [--baseline | --no-baseline] [--no-hugepages]
 
 1. Peak: the best matmul rate of this backend in the training dtype (square jnp matmuls,
@@ -16,7 +17,11 @@
    excluded; "best" is the fastest timed step and "typical" the median. Positions/s
    counts every input position the network runs over (targets + each window's
    receptive_field - 1 of context), the figure comparable with an implementation that
-   pads causally and scores every position of an 8,000-sample crop.
+   pads causally and scores every position of an 8,000-sample crop. `--also` adds
+   shapes, by default 4 x 16,000: the same 64,000 scored targets per step as 8 x 8,000,
+   in windows of one whole 1 s chunk of targets at 16 kHz (what training takes by
+   default, `train.targets` null), which carry half as much unscored context per
+   target.
 3. Learning: `small` with every default optimizer setting, trained for a fixed number
    of steps (`--learning_steps`, batch 8 x `--learning_targets`) on a fixed synthesized
    corpus (the demo's: `experiments.demo_corpus`, through the Beam pipeline at 16 kHz),
@@ -61,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--presets", default="", help="comma-separated (default: small,medium)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--per_device_batch", type=int, default=8)
+    p.add_argument("--also", default="4x16000",
+                   help="more shapes, PER_DEVICE_BATCHxTARGETS, comma-separated ('' none; "
+                        "not with --quick)")
     p.add_argument("--targets", type=int, default=8000)
     p.add_argument("--steps", type=int, default=0, help="timed steps (default by preset)")
     p.add_argument("--learning_steps", type=int, default=100,
@@ -277,18 +285,21 @@ def main(argv=None) -> int:
     peak = matmul_peak(args.dtype)
     print(f"{args.dtype} matmul peak: {peak['gflops']:.0f} GFLOP/s "
           f"({', '.join(f'{n}: {g:.0f}' for n, g in peak['by_size'].items())})", flush=True)
+    shapes = [(args.per_device_batch, args.targets)]
+    if args.also and not args.quick:
+        shapes += [tuple(int(x) for x in shape.split("x")) for shape in args.also.split(",")]
     rows = []
-    for name in presets:
+    for name, (per_device_batch, targets) in ((n, s) for n in presets for s in shapes):
         steps = args.steps or (3 if args.quick else default_steps.get(name, 5))
-        r = train_throughput(name, dtype=args.dtype, per_device_batch=args.per_device_batch,
-                             targets=args.targets, steps=steps)
+        r = train_throughput(name, dtype=args.dtype, per_device_batch=per_device_batch,
+                             targets=targets, steps=steps)
         r["fraction_of_peak_best"] = r["gflops_best"] / peak["gflops"]
         r["fraction_of_peak_typical"] = r["gflops_typical"] / peak["gflops"]
         # The same FLOPs counted over every position the network runs (context included).
         r["fraction_of_peak_positions"] = (r["positions_per_s_best"] * r["flops_per_sample"]
                                            / 1e9 / peak["gflops"])
         rows.append(r)
-        print(f"  {name}: step times {r['step_s']}", flush=True)
+        print(f"  {name} {per_device_batch}x{targets}: step times {r['step_s']}", flush=True)
     header = (f"{'preset':<8} {'dtype':<9} {'batch':>11} {'samples/s best':>15} "
               f"{'typical':>9} {'positions/s':>12} {'MFLOP/sample':>13} {'GFLOP/s':>8} "
               f"{'of peak':>8} {'all pos.':>8}")
