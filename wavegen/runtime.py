@@ -54,9 +54,11 @@ def limit_cpu_threads(n: int | None) -> list[int] | None:
     same CPU.
 
     Why: cached generation runs a few hundred tiny operations per sample, one after the
-    other; spread over two cores they spend more time handing work between the cores than
-    computing (`small` at batch 1: 24.8k samples/s on one core against 18.8k on two,
-    measured on the development machine, `make bench` shows both).
+    other, too small to split over cores. On one thread it is as fast as on two on a
+    quiet 2-core machine (`small` at batch 1: 25.5k against 25.7k samples/s; `make
+    bench` measures both), and it does not stall when another process wants a core: with
+    another job busy on the machine, 24.8k on one thread against 18.8k on two (the
+    development machine, 2026-12-01).
     """
     if n is None:
         return None
