@@ -54,11 +54,11 @@ def limit_cpu_threads(n: int | None) -> list[int] | None:
     same CPU.
 
     Why: cached generation runs a few hundred tiny operations per sample, one after the
-    other, too small to split over cores. On one thread it is as fast as on two on a
-    quiet 2-core machine (`small` at batch 1: 25.5k against 25.7k samples/s; `make
-    bench` measures both), and it does not stall when another process wants a core: with
-    another job busy on the machine, 24.8k on one thread against 18.8k on two (the
-    development machine, 2026-12-01).
+    other, too small to split over cores. Measured on the development machine
+    (2-core EPYC, 2026-12-01), `small` at batch 1 ran at 25.5k samples/s on one thread in
+    every run, while on two threads it varied from run to run between 21.7k and 25.7k on
+    a quiet machine and fell to 18.8k with another job busy on it (`make bench`
+    measures both in the same run).
     """
     if n is None:
         return None

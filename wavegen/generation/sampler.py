@@ -60,9 +60,8 @@ class SampleConfig:
     references: bool = True  # a real validation song per genre on the page
     genre_check: bool = True  # name the samples' genres with a classifier (samples.json)
     # XLA:CPU threads of the sampling process (`wavegen.runtime.limit_cpu_threads`, which
-    # the command applies before JAX starts); None: every core. One is as fast at the
-    # batch sizes sampling uses and keeps its speed when other work shares the machine
-    # (`make bench` measures both).
+    # the command applies before JAX starts); None: every core. One is at least as fast
+    # at the batch sizes sampling uses, and steadier (`make bench` measures both).
     cpu_threads: int | None = 1
 
     def __post_init__(self):
