@@ -131,7 +131,7 @@ def test_layer_maths_on_taps_reproduce_the_forward_pass(kernel_size):
         ws.append(w)
         zs.append(z)
     # The generator's order of the skip sum (one matmul on the concatenated z).
-    skip = wm.skip_sum(ws, zs, concatenated=True)
+    skip = wm.skip_sum(ws, zs, stacked=wm.stacked_skips(ws))
     np.testing.assert_allclose(model.head(skip), full, rtol=1e-4, atol=1e-4)
     assert float(jnp.std(full)) > 0.1  # not a degenerate comparison
 

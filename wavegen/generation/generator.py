@@ -152,6 +152,7 @@ class _Weights(NamedTuple):
     layers: tuple[wm.LayerWeights, ...]  # what `wm.gated_residual` takes, per layer
     w_cur: tuple[jax.Array, ...]  # L x (R, G): the conv tap on the current input
     w_past: jax.Array  # (L, K-1, R, G): the taps on past inputs, oldest first
+    skips: tuple[jax.Array, jax.Array]  # `wm.stacked_skips`: (L*G/2, S) kernel, (S,) bias
 
 
 def _merge(graphdef: nnx.GraphDef, params: Any) -> wm.WaveNet:
@@ -162,7 +163,7 @@ def _weights(model: wm.WaveNet, genre: jax.Array | None) -> _Weights:
     cond = model.conditioning(genre)
     layers = tuple(l.weights(cond, model.cfg.compute_dtype) for l in model.layers)
     return _Weights(layers, tuple(w.conv[-1] for w in layers),
-                    jnp.stack([w.conv[:-1] for w in layers]))
+                    jnp.stack([w.conv[:-1] for w in layers]), wm.stacked_skips(layers))
 
 
 def _step(model: wm.WaveNet, w: _Weights, cache: Cache, bins_t: jax.Array):
@@ -189,7 +190,7 @@ def _step(model: wm.WaveNet, w: _Weights, cache: Cache, bins_t: jax.Array):
         h, z = wm.gated_residual(w.layers[i], h, h @ w.w_cur[i] + a_past[i],
                                  need_residual=i < num_layers - 1)
         zs.append(z)
-    skip = wm.skip_sum(w.layers, zs, concatenated=True)
+    skip = wm.skip_sum(w.layers, zs, stacked=w.skips)
     outputs = model.head(skip)
     buffer = cache.buffer.at[write].set(jnp.stack(inputs), unique_indices=True,
                                         indices_are_sorted=True, mode="promise_in_bounds")

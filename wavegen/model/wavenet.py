@@ -333,29 +333,36 @@ def gated_residual(w: LayerWeights, h: jax.Array, dilated: jax.Array,
     return h + (z @ w.res_kernel + w.res_bias), z
 
 
+def stacked_skips(ws: Sequence[LayerWeights]) -> tuple[jax.Array, jax.Array]:
+    """The layers' skip 1x1s side by side, for `skip_sum(..., stacked=...)`: the kernels
+    stacked (layers * G/2, S) and the biases summed (S,)."""
+    return (jnp.concatenate([w.skip_kernel for w in ws], axis=0),
+            sum(w.skip_bias for w in ws[1:]) + ws[0].skip_bias)
+
+
 def skip_sum(ws: Sequence[LayerWeights], zs: Sequence[jax.Array],
-             concatenated: bool = False) -> jax.Array:
+             stacked: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """The skip path summed over the layers, float32: sum_i z_i @ skip_kernel_i +
     skip_bias_i (zs from `gated_residual`). The skips come out in float32 whatever the
     compute dtype, so the sum and the head are never rounded to bfloat16.
 
     Two orders of the same sum. Per layer (the parallel pass): one matmul per layer, as
     the activations come; a (positions, layers * G/2) concatenation would double the
-    memory the backward pass keeps and measured no faster. `concatenated` (the cached
-    generator, one time step): one matmul of all the layers' z side by side on the
-    stacked skip kernels - one operation instead of one per layer in the sequential
-    step, whose cost on CPU is mostly per operation.
+    memory the backward pass keeps and measured no faster. With `stacked` (the cached
+    generator's one time step; `stacked_skips(ws)`, made once outside the time loop):
+    one matmul of all the layers' z side by side on the stacked kernels - one operation
+    instead of one per layer in the sequential step, whose cost on CPU is mostly per
+    operation.
     """
-    bias = sum(w.skip_bias for w in ws[1:]) + ws[0].skip_bias
-    if concatenated:
-        kernel = jnp.concatenate([w.skip_kernel for w in ws], axis=0)
+    if stacked is not None:
+        kernel, bias = stacked
         return jnp.dot(jnp.concatenate(zs, axis=-1), kernel,
                        preferred_element_type=jnp.float32) + bias
     total = None
     for w, z in zip(ws, zs):
         s = jnp.dot(z, w.skip_kernel, preferred_element_type=jnp.float32)
         total = s if total is None else total + s
-    return total + bias
+    return total + sum(w.skip_bias for w in ws[1:]) + ws[0].skip_bias
 
 
 class ResidualLayer(nnx.Module):
