@@ -23,6 +23,14 @@ classes, no genre conditioning, float32), sampling at temperature 1:
    --no-compare, the same cases run again in a child process on every core, so the
    table shows what the one-thread choice gains or loses, measured in the same run.
 5. FLOPs: each figure's model FLOPs per second (forward, `wavegen.model.flops_per_sample`).
+6. The weight-streaming bound. At batch 1 a step multiplies every weight once, so it
+   reads the model's float32 weights once: `weight_bytes_per_step` (4 bytes per
+   multiply-add of `flops_per_sample`; 11.8 MB for medium, far beyond the L2 cache).
+   The same run times how fast one jitted matvec streams that many bytes of weights on
+   the run's threads (`stream_rate`: the best case, one long operation), and divides: the
+   samples/s of a batch-1 step that did nothing but read its weights at that rate. Each
+   cached row reports its fraction of that bound (over B at batch B: the weights are read
+   once per step for all streams).
 
 Goals (issues 7 and 14): small b1 >= 16,000 samples/s (real time at 16 kHz), small b16 >=
 64,000 samples/s in total, medium b1 >= 8,000 samples/s (half real time at 16 kHz),
@@ -91,6 +99,35 @@ def time_calls(call, reps: int) -> tuple[float, list[float]]:
     return first, times
 
 
+def weight_bytes_per_step(cfg) -> int:
+    """Bytes of float32 weights one cached step reads: one weight per multiply-add of
+    the forward pass (`flops_per_sample` counts 2 FLOPs per multiply-add); the biases
+    and the embedding row are left out (under 1%)."""
+    from wavegen.model import wavenet as wm
+
+    return wm.flops_per_sample(cfg, training=False) // 2 * 4
+
+
+def stream_rate(nbytes: int, reps: int = 5, steps: int = 500) -> float:
+    """Bytes/s at which one jitted `lax.scan` streams nbytes of float32 weights per step:
+    a (128, nbytes / 512) matrix times the carried (1, 128) vector, folded back into the
+    carry (so no step can be skipped or hoisted). The best of reps timed calls."""
+    import jax
+    import jax.numpy as jnp
+
+    rows = 128
+    cols = max(rows, nbytes // (4 * rows) // rows * rows)
+    w = jax.random.normal(jax.random.key(0), (rows, cols), jnp.float32) / rows
+
+    def body(h, _):
+        y = (h @ w).reshape(1, cols // rows, rows).sum(axis=1)
+        return jnp.tanh(h + 1e-3 * y), None
+
+    run = jax.jit(lambda h, w: jax.lax.scan(body, h, None, length=steps)[0])
+    _, times = time_calls(lambda: run(jnp.ones((1, rows), jnp.float32), w), reps)
+    return w.nbytes * steps / min(times)
+
+
 def _row(kind: str, preset: str, batch: int, n: int, cfg, first: float,
          times: list[float]) -> dict:
     from wavegen.model import wavenet as wm
@@ -149,6 +186,7 @@ def run_cases(args, reps: int) -> tuple[list[dict], list[dict]]:
         print(f"  cached {preset} b{batch}: {r['samples_per_s_best']:,.0f} samples/s best, "
               f"{r['samples_per_s_typical']:,.0f} typical (first call {r['first_call_s']} s)",
               flush=True)
+    add_stream_bounds(rows, reps)
     r = naive("small", 1, 8 if args.quick else 32, max(2, reps // 2))
     rows.append(r)
     print(f"  naive small b1: {r['samples_per_s_best']:,.1f} samples/s best", flush=True)
@@ -159,6 +197,26 @@ def run_cases(args, reps: int) -> tuple[list[dict], list[dict]]:
             sweep.append({"layers": layers, "us_per_step_best": s["us_per_step_best"]})
             print(f"  sweep: {layers:>2} layers {s['us_per_step_best']:.1f} us/step", flush=True)
     return rows, sweep
+
+
+def add_stream_bounds(rows: list[dict], reps: int) -> None:
+    """Adds the weight-streaming bound (docstring, item 6) to every cached row."""
+    from wavegen.model import wavenet as wm
+
+    rates = {}
+    for r in rows:
+        if r["kind"] != "cached":
+            continue
+        cfg = wm.preset(r["preset"], num_classes=256, num_genres=0)
+        nbytes = weight_bytes_per_step(cfg)
+        if nbytes not in rates:
+            rates[nbytes] = stream_rate(nbytes, reps)
+            print(f"  streaming {nbytes / 1e6:.1f} MB of weights per step: "
+                  f"{rates[nbytes] / 1e9:.1f} GB/s", flush=True)
+        bound = r["batch"] * rates[nbytes] / nbytes
+        r.update(weight_bytes_per_step=nbytes, stream_gb_per_s=rates[nbytes] / 1e9,
+                 stream_bound_samples_per_s=bound,
+                 of_stream_bound=r["samples_per_s_best"] / bound)
 
 
 def goals(rows: list[dict]) -> tuple[dict, dict, dict]:
@@ -182,13 +240,18 @@ def goals(rows: list[dict]) -> tuple[dict, dict, dict]:
 
 def print_report(rows: list[dict], ratio: dict, measured: dict, typical: dict) -> None:
     header = (f"{'case':<22} {'RF':>6} {'samples/call':>12} {'samples/s best':>15} "
-              f"{'typical':>10} {'us/step':>8}")
+              f"{'typical':>10} {'us/step':>8} {'MB/step':>8} {'bound':>9} {'of bound':>8}")
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         name = f"{r['kind']} {r['preset']} b{r['batch']}"
+        bound = (f"{r['weight_bytes_per_step'] / 1e6:>8.1f} "
+                 f"{r['stream_bound_samples_per_s']:>9,.0f} {r['of_stream_bound']:>8.0%}"
+                 if "of_stream_bound" in r else "")
         print(f"{name:<22} {r['receptive_field']:>6,} {r['samples_per_call']:>12,} "
               f"{r['samples_per_s_best']:>15,.1f} {r['samples_per_s_typical']:>10,.1f} "
-              f"{r['us_per_step_best']:>8.1f}")
+              f"{r['us_per_step_best']:>8.1f} {bound}")
+    print("(bound: samples/s of a step that only streamed its float32 weights, MB/step, at "
+          "the rate one long matvec reached in this run)")
     print(f"\ncached/naive, small b1: {ratio['best']:,.0f}x best, {ratio['typical']:,.0f}x "
           "typical")
     print("\ngoal                       measured (best / typical)      goal   met")
@@ -197,8 +260,9 @@ def print_report(rows: list[dict], ratio: dict, measured: dict, typical: dict) -
               f"{'yes' if measured[k] >= goal else 'NO'}")
 
 
-def all_cores(args) -> dict | None:
-    """The same cases in a child process on every core: its goal figures (best)."""
+def all_cores(args) -> tuple[dict, dict]:
+    """The same cases in a child process on every core: its goal figures (best) and its
+    weight-streaming bounds (samples/s, per case)."""
     import subprocess
     import tempfile
 
@@ -215,7 +279,9 @@ def all_cores(args) -> dict | None:
             raise RuntimeError("the every-core run of the generation benchmark failed")
         with open(out) as f:
             child = json.load(f)
-    return {k: v["best"] for k, v in child["goals"].items()}
+    bounds = {f"{r['preset']}_b{r['batch']}": r["stream_bound_samples_per_s"]
+              for r in child["generate"] if "stream_bound_samples_per_s" in r}
+    return {k: v["best"] for k, v in child["goals"].items()}, bounds
 
 
 def main(argv=None) -> int:
@@ -236,12 +302,13 @@ def main(argv=None) -> int:
     rows, sweep = run_cases(args, args.reps or (3 if args.quick else 7))
     ratio, measured, typical = goals(rows)
     print_report(rows, ratio, measured, typical)
-    every = None if args.no_compare else all_cores(args)
+    every, every_bounds = (None, None) if args.no_compare else all_cores(args)
     if every:
-        print(f"\n{'case':<24} {threads} thread(s)   every core ({os.cpu_count()})   ratio")
+        print(f"\n{'case':<24} {threads} thread(s)   every core ({os.cpu_count()})   ratio"
+              "   bound on every core")
         for k in ("small_b1", "small_b16", "medium_b1"):
             print(f"{k:<24} {measured[k]:>12,.0f}   {every[k]:>18,.0f}   "
-                  f"{measured[k] / every[k]:.2f}x")
+                  f"{measured[k] / every[k]:.2f}x   {every_bounds.get(k, 0):>19,.0f}")
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "backend": jax.devices()[0].platform,
                           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},
@@ -249,7 +316,7 @@ def main(argv=None) -> int:
               "generate": rows, "cached_over_naive": ratio, "sweep": sweep,
               "goals": {k: {"goal": g, "best": measured[k], "typical": typical[k],
                             "met": measured[k] >= g} for k, g in GOALS.items()},
-              "all_cores": every}
+              "all_cores": every, "all_cores_stream_bounds": every_bounds}
     write_json(args.json, result)
     return 0
 

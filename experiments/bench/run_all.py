@@ -10,7 +10,8 @@ Runs, each in its own process (so each gets a fresh allocator and JAX runtime):
 - experiments.bench.bench_training: training samples/s and FLOP/s against the matmul peak
   (small and medium, batch 8 x 8,000), and validation/unigram of `small` after 100
   default-optimizer steps on the demo's synthesized corpus;
-- experiments.bench.bench_generation: generation samples/s at batch 1 and 16, cached/naive ratio.
+- experiments.bench.bench_generation: generation samples/s at batch 1 and 16 on one thread
+  and on every core, each against its weight-streaming bound; cached/naive ratio.
 """
 
 from __future__ import annotations
@@ -166,9 +167,15 @@ def _generate_rows(g: dict, peak: float | None = None) -> list[tuple[str, str, s
         if threads:
             measured += f" on {threads} thread(s)"
         if key in every:
-            measured += f" (every core: {every[key]:,.0f})"
+            every_bound = (g.get("all_cores_stream_bounds") or {}).get(key)
+            measured += (f" (every core: {every[key]:,.0f}"
+                         + (f", bound {every_bound:,.0f})" if every_bound else ")"))
         if flops and peak:
             measured += f", {flops / peak:.1%} of peak"
+        bound = by_case[case].get("stream_bound_samples_per_s")
+        if bound:
+            measured += (f", {by_case[case]['of_stream_bound']:.0%} of the weight-streaming "
+                         f"bound {bound:,.0f}")
         rows.append((label, measured,
                      f"goal >= {goal['goal']:,} ({'met' if goal['met'] else 'NOT met'})"
                      + (f"; {quoted(ref, 'samples/s')}" if ref in QUOTED else "")))
