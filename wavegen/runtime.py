@@ -51,7 +51,8 @@ def limit_cpu_threads(n: int | None) -> list[int] | None:
     made then, and it sizes its thread pool from this affinity, which the threads it
     starts inherit (threads started earlier keep theirs). The CPUs kept start with the
     one this thread runs on, so two processes started side by side do not pile onto the
-    same CPU.
+    same CPU. Processes it starts afterwards inherit the limit (give a child the CPUs back
+    with os.sched_setaffinity where it should use every core).
 
     Why: cached generation runs a few hundred tiny operations per sample, one after the
     other, too small to split over cores. Measured on the development machine

@@ -260,9 +260,14 @@ def print_report(rows: list[dict], ratio: dict, measured: dict, typical: dict) -
               f"{'yes' if measured[k] >= goal else 'NO'}")
 
 
-def all_cores(args) -> tuple[dict, dict]:
-    """The same cases in a child process on every core: its goal figures (best) and its
-    weight-streaming bounds (samples/s, per case)."""
+def all_cores(args, cpus: list[int] | None) -> tuple[dict, dict, int]:
+    """The same cases in a child process on every core: its goal figures (best), its
+    weight-streaming bounds (samples/s, per case) and its thread count.
+
+    cpus: every CPU this process could use before it limited itself. The child gets them
+    back before it starts: a child inherits its parent's CPU affinity, so without this it
+    would run on the parent's one CPU (it did, until 2026-12-01: the "every core" figures
+    of earlier tables were one-thread figures)."""
     import subprocess
     import tempfile
 
@@ -273,7 +278,8 @@ def all_cores(args) -> tuple[dict, dict]:
         if args.reps:
             cmd += ["--reps", str(args.reps)]
         print(f"\nthe same cases on every core: {' '.join(cmd[1:])}", flush=True)
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        restore = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        res = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=restore)
         if res.returncode != 0:
             print(res.stdout[-2000:] + res.stderr[-2000:])
             raise RuntimeError("the every-core run of the generation benchmark failed")
@@ -281,7 +287,7 @@ def all_cores(args) -> tuple[dict, dict]:
             child = json.load(f)
     bounds = {f"{r['preset']}_b{r['batch']}": r["stream_bound_samples_per_s"]
               for r in child["generate"] if "stream_bound_samples_per_s" in r}
-    return {k: v["best"] for k, v in child["goals"].items()}, bounds
+    return {k: v["best"] for k, v in child["goals"].items()}, bounds, child["cpu_threads"]
 
 
 def main(argv=None) -> int:
@@ -292,6 +298,7 @@ def main(argv=None) -> int:
         reexec_with_hugepage_malloc()
     from wavegen.runtime import limit_cpu_threads
 
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     kept = limit_cpu_threads(args.cpu_threads or None)  # before JAX starts
     import jax
 
@@ -302,10 +309,11 @@ def main(argv=None) -> int:
     rows, sweep = run_cases(args, args.reps or (3 if args.quick else 7))
     ratio, measured, typical = goals(rows)
     print_report(rows, ratio, measured, typical)
-    every, every_bounds = (None, None) if args.no_compare else all_cores(args)
+    every, every_bounds, every_threads = ((None, None, None) if args.no_compare
+                                          else all_cores(args, cpus))
     if every:
-        print(f"\n{'case':<24} {threads} thread(s)   every core ({os.cpu_count()})   ratio"
-              "   bound on every core")
+        print(f"\n{'case':<24} {threads} thread(s)   every core ({every_threads} threads)"
+              "   ratio   bound on every core")
         for k in ("small_b1", "small_b16", "medium_b1"):
             print(f"{k:<24} {measured[k]:>12,.0f}   {every[k]:>18,.0f}   "
                   f"{measured[k] / every[k]:.2f}x   {every_bounds.get(k, 0):>19,.0f}")
@@ -316,7 +324,8 @@ def main(argv=None) -> int:
               "generate": rows, "cached_over_naive": ratio, "sweep": sweep,
               "goals": {k: {"goal": g, "best": measured[k], "typical": typical[k],
                             "met": measured[k] >= g} for k, g in GOALS.items()},
-              "all_cores": every, "all_cores_stream_bounds": every_bounds}
+              "all_cores": every, "all_cores_stream_bounds": every_bounds,
+              "all_cores_threads": every_threads}
     write_json(args.json, result)
     return 0
 

@@ -168,7 +168,8 @@ def _generate_rows(g: dict, peak: float | None = None) -> list[tuple[str, str, s
             measured += f" on {threads} thread(s)"
         if key in every:
             every_bound = (g.get("all_cores_stream_bounds") or {}).get(key)
-            measured += (f" (every core: {every[key]:,.0f}"
+            n = g.get("all_cores_threads")
+            measured += (f" (every core{f', {n} threads' if n else ''}: {every[key]:,.0f}"
                          + (f", bound {every_bound:,.0f})" if every_bound else ")"))
         if flops and peak:
             measured += f", {flops / peak:.1%} of peak"
