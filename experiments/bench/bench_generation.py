@@ -260,14 +260,16 @@ def print_report(rows: list[dict], ratio: dict, measured: dict, typical: dict) -
               f"{'yes' if measured[k] >= goal else 'NO'}")
 
 
-def all_cores(args, cpus: list[int] | None) -> tuple[dict, dict, int]:
+def all_cores(args, cpus: list[int] | None, kept: list[int] | None) -> tuple[dict, dict, int]:
     """The same cases in a child process on every core: its goal figures (best), its
     weight-streaming bounds (samples/s, per case) and its thread count.
 
-    cpus: every CPU this process could use before it limited itself. The child gets them
-    back before it starts: a child inherits its parent's CPU affinity, so without this it
-    would run on the parent's one CPU (it did, until 2026-12-01: the "every core" figures
-    of earlier tables were one-thread figures)."""
+    cpus: every CPU this process could use before it limited itself to `kept`. A child
+    inherits the CPU affinity of the thread that starts it, so this thread takes every
+    CPU back while the child starts (this process's XLA threads keep their one CPU), and
+    returns to `kept` afterwards. Without it the child ran on the parent's one CPU (it
+    did until 2026-12-01: the "every core" figures of earlier tables were one-thread
+    figures)."""
     import subprocess
     import tempfile
 
@@ -278,8 +280,13 @@ def all_cores(args, cpus: list[int] | None) -> tuple[dict, dict, int]:
         if args.reps:
             cmd += ["--reps", str(args.reps)]
         print(f"\nthe same cases on every core: {' '.join(cmd[1:])}", flush=True)
-        restore = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-        res = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=restore)
+        if cpus and kept:
+            os.sched_setaffinity(0, cpus)
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            if cpus and kept:
+                os.sched_setaffinity(0, kept)
         if res.returncode != 0:
             print(res.stdout[-2000:] + res.stderr[-2000:])
             raise RuntimeError("the every-core run of the generation benchmark failed")
@@ -310,7 +317,7 @@ def main(argv=None) -> int:
     ratio, measured, typical = goals(rows)
     print_report(rows, ratio, measured, typical)
     every, every_bounds, every_threads = ((None, None, None) if args.no_compare
-                                          else all_cores(args, cpus))
+                                          else all_cores(args, cpus, kept))
     if every:
         print(f"\n{'case':<24} {threads} thread(s)   every core ({every_threads} threads)"
               "   ratio   bound on every core")
