@@ -260,17 +260,33 @@ def print_report(rows: list[dict], ratio: dict, measured: dict, typical: dict) -
               f"{'yes' if measured[k] >= goal else 'NO'}")
 
 
+def run_on_cpus(cmd: list[str], cpus: list[int] | None, kept: list[int] | None):
+    """subprocess.run(cmd) (output captured as text) in a child on `cpus`, from a process
+    limited to `kept` (`limit_cpu_threads`; None: not limited, nothing to undo).
+
+    A child inherits the CPU affinity of the thread that starts it, so this thread takes
+    `cpus` back while the child starts (the process's XLA threads keep theirs) and returns
+    to `kept` afterwards. (Not preexec_fn: a fork of a threaded JAX process may deadlock.)
+    """
+    import subprocess
+
+    if cpus and kept:
+        os.sched_setaffinity(0, cpus)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        if cpus and kept:
+            os.sched_setaffinity(0, kept)
+
+
 def all_cores(args, cpus: list[int] | None, kept: list[int] | None) -> tuple[dict, dict, int]:
     """The same cases in a child process on every core: its goal figures (best), its
     weight-streaming bounds (samples/s, per case) and its thread count.
 
-    cpus: every CPU this process could use before it limited itself to `kept`. A child
-    inherits the CPU affinity of the thread that starts it, so this thread takes every
-    CPU back while the child starts (this process's XLA threads keep their one CPU), and
-    returns to `kept` afterwards. Without it the child ran on the parent's one CPU (it
-    did until 2026-12-01: the "every core" figures of earlier tables were one-thread
+    cpus: every CPU this process could use before it limited itself to `kept`; the child
+    gets them back (`run_on_cpus`). Without that it ran on the parent's one CPU (it did
+    until 2026-12-01: the "every core" figures of earlier tables were one-thread
     figures)."""
-    import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -280,13 +296,7 @@ def all_cores(args, cpus: list[int] | None, kept: list[int] | None) -> tuple[dic
         if args.reps:
             cmd += ["--reps", str(args.reps)]
         print(f"\nthe same cases on every core: {' '.join(cmd[1:])}", flush=True)
-        if cpus and kept:
-            os.sched_setaffinity(0, cpus)
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True)
-        finally:
-            if cpus and kept:
-                os.sched_setaffinity(0, kept)
+        res = run_on_cpus(cmd, cpus, kept)
         if res.returncode != 0:
             print(res.stdout[-2000:] + res.stderr[-2000:])
             raise RuntimeError("the every-core run of the generation benchmark failed")
