@@ -25,7 +25,7 @@ classes, no genre conditioning, float32), sampling at temperature 1:
 5. FLOPs: each figure's model FLOPs per second (forward, `wavegen.model.flops_per_sample`).
 6. The weight-streaming bound. At batch 1 a step multiplies every weight once, so it
    reads the model's float32 weights once: `weight_bytes_per_step` (4 bytes per
-   multiply-add of `flops_per_sample`; 11.8 MB for medium, far beyond the L2 cache).
+   multiply-add of `flops_per_sample`; 11.9 MB for medium, far beyond the L2 cache).
    The same run times how fast one jitted matvec streams that many bytes of weights on
    the run's threads (`stream_rate`: the best case, one long operation), and divides: the
    samples/s of a batch-1 step that did nothing but read its weights at that rate. Each
