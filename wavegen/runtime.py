@@ -56,10 +56,9 @@ def limit_cpu_threads(n: int | None) -> list[int] | None:
 
     Why: cached generation runs a few hundred tiny operations per sample, one after the
     other, too small to split over cores. Measured on the development machine
-    (2-core EPYC, 2026-12-01), `small` at batch 1 ran at 25.5k samples/s on one thread in
-    every run, while on two threads it varied from run to run between 21.7k and 25.7k on
-    a quiet machine and fell to 18.8k with another job busy on it (`make bench`
-    measures both in the same run).
+    (2-core EPYC, 2026-12-01, quiet), `small` at batch 1 ran at 24.8k to 25.9k samples/s
+    on one thread and at 19.3k to 21.7k on two (`make bench` measures both in the same
+    run).
     """
     if n is None:
         return None
