@@ -201,54 +201,60 @@ def _learning_batches(ds, cfg, targets: int, batch: int):
                             per_device_batch=max(1, batch // jax.local_device_count()))
 
 
-def _learn_wavegen(ds, cfg, steps: int, targets: int, batch: int) -> dict:
+def _train_and_score(step, steps: int, evaluate) -> dict:
+    """Runs step() `steps` times (it returns the train bits of its batch: a scalar, or one
+    per device) and scores the result with evaluate() (an `evaluate_split` result). The
+    first step compiles and is not timed."""
     import jax
+    import numpy as np
 
+    bits = jax.block_until_ready(step())
+    t0 = time.perf_counter()
+    for _ in range(steps - 1):
+        bits = step()
+    jax.block_until_ready(bits)
+    train_s = time.perf_counter() - t0
+    ev = evaluate()
+    return {"train_s": train_s, "step_s": train_s / max(1, steps - 1),
+            "final_train_bits": float(np.ravel(np.asarray(bits))[0]),
+            "val_bits": ev["nll_bits"], "unigram_bits": ev["unigram_bits"],
+            "val_over_unigram": ev["nll_bits"] / ev["unigram_bits"],
+            "val_targets": ev["targets"]}
+
+
+def _learn_wavegen(ds, cfg, steps: int, targets: int, batch: int) -> dict:
     from wavegen.training import steps as wt
 
     optim = wt.OptimConfig().for_run(steps)
     graphdef, state = wt.create_train_state(cfg, optim, seed=0)
-    p_step, state = wt.make_p_train_step(graphdef, optim), wt.replicate(state)
+    p_step, box = wt.make_p_train_step(graphdef, optim), [wt.replicate(state)]
     batches = _learning_batches(ds, cfg, targets, batch)
-    state, metrics = p_step(state, next(batches))  # compiles; timed below from step 2
-    jax.block_until_ready(metrics)
-    t0 = time.perf_counter()
-    for _ in range(steps - 1):
-        state, metrics = p_step(state, next(batches))
-    jax.block_until_ready(metrics)
-    train_s = time.perf_counter() - t0
-    ev = wt.evaluate_split(graphdef, state.params, ds, per_device_batch=4)
-    return {"optim": dataclasses.asdict(optim), "train_s": train_s,
-            "step_s": train_s / max(1, steps - 1),
-            "final_train_bits": float(metrics["loss_bits"][0]),
-            "val_bits": ev["nll_bits"], "unigram_bits": ev["unigram_bits"],
-            "val_over_unigram": ev["nll_bits"] / ev["unigram_bits"],
-            "val_targets": ev["targets"]}
+
+    def step():
+        box[0], metrics = p_step(box[0], next(batches))
+        return metrics["loss_bits"]
+
+    scores = _train_and_score(step, steps, lambda: wt.evaluate_split(
+        graphdef, box[0].params, ds, per_device_batch=4))
+    return {"optim": dataclasses.asdict(optim), **scores}
 
 
 def _learn_plain(ds, cfg, steps: int, targets: int, batch: int) -> dict:
-    import jax
-
     from experiments.bench import plain_wavenet as pw
 
     plain = pw.PlainConfig.like(cfg)
-    state, step = pw.create_state(plain, seed=0), pw.make_train_step(plain)
+    box, train_step = [pw.create_state(plain, seed=0)], pw.make_train_step(plain)
     batches = _learning_batches(ds, cfg, targets, batch)
-    state, bits = step(state, *pw.flat_batch(next(batches)))
-    jax.block_until_ready(bits)
-    t0 = time.perf_counter()
-    for _ in range(steps - 1):
-        state, bits = step(state, *pw.flat_batch(next(batches)))
-    jax.block_until_ready(bits)
-    train_s = time.perf_counter() - t0
-    ev = pw.evaluate_split(plain, state.params, ds, per_device_batch=4)
+
+    def step():
+        box[0], bits = train_step(box[0], *pw.flat_batch(next(batches)))
+        return bits
+
+    scores = _train_and_score(step, steps, lambda: pw.evaluate_split(
+        plain, box[0].params, ds, per_device_batch=4))
     return {"model": "plain JAX WaveNet (experiments/bench/plain_wavenet.py)",
             "optim": {"adam_lr": plain.lr, "clip_norm": 0.0, "weight_decay": 0.0},
-            "train_s": train_s, "step_s": train_s / max(1, steps - 1),
-            "final_train_bits": float(bits),
-            "val_bits": ev["nll_bits"], "unigram_bits": ev["unigram_bits"],
-            "val_over_unigram": ev["nll_bits"] / ev["unigram_bits"],
-            "val_targets": ev["targets"]}
+            **scores}
 
 
 def print_learning(learning: dict) -> None:

@@ -398,7 +398,12 @@ class ResidualLayer(nnx.Module):
     def __call__(self, h: jax.Array, cond: jax.Array | None = None,
                  need_residual: bool = True) -> tuple[jax.Array | None, jax.Array]:
         """h (B, L, R) -> (next h (B, L, R) or None, gated activation z (B, L, G/2))."""
-        w = self.weights(cond, h.dtype)
+        return self.run(self.weights(cond, h.dtype), h, need_residual)
+
+    def run(self, w: LayerWeights, h: jax.Array,
+            need_residual: bool = True) -> tuple[jax.Array | None, jax.Array]:
+        """`__call__` on weights already arranged by `weights()` (the stack keeps them for
+        `skip_sum`)."""
         return gated_residual(w, h, causal_conv(h, w.conv, self.dilation), need_residual)
 
 
@@ -481,7 +486,7 @@ class WaveNet(nnx.Module):
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             ws.append(layer.weights(cond, h.dtype))
-            h, z = layer(h, cond, need_residual=i < last)
+            h, z = layer.run(ws[-1], h, need_residual=i < last)
             zs.append(z)
         return skip_sum(ws, zs)
 
