@@ -45,6 +45,11 @@ from beam_pipelines.ingest.song_chunks import ChunkingConfig
 log = logging.getLogger("wavegen.pipeline")
 
 
+# Beam's SDK harness log level, spelled as Java's SdkHarnessOptions.LogLevel and Python's
+# logging module both spell it.
+SDK_HARNESS_LOG_LEVEL = "WARN"
+
+
 class PipelineFailed(RuntimeError):
     """The runner or the cluster failed the job; the output folder is left as it was."""
 
@@ -167,7 +172,10 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
         if not any(a.startswith("--direct_num_workers") for a in args):
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
     if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
-        args.append("--default_sdk_harness_log_level=WARNING")  # worker start/stop chatter
+        # Worker start/stop chatter off. The level's name must be one that both SDK
+        # harnesses know: Java's enum has WARN (not WARNING), and Python reads
+        # logging.WARN; a Java runner fails the job on a name it does not know.
+        args.append(f"--default_sdk_harness_log_level={SDK_HARNESS_LOG_LEVEL}")
     return PipelineOptions(args)
 
 
@@ -422,10 +430,20 @@ def _log_metrics(result):
         counters = result.metrics().query()["counters"]
     except Exception:  # not every runner reports metrics
         return
+    totals = counter_totals(counters)
+    if totals:
+        log.info("metrics: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
+
+
+def counter_totals(counters) -> dict[str, int]:
+    """Each counter's value summed over steps: committed where the runner reports it,
+    else attempted (the Spark runner reports only attempted values)."""
     totals: dict[str, int] = {}
     for c in counters:
-        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
-    log.info("metrics: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
+        value = c.committed if c.committed is not None else c.attempted
+        if value is not None:
+            totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + value
+    return totals
 
 
 def _runner_name(options) -> str:
