@@ -19,14 +19,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
 	@touch $(STAMP)
 
-# What the loopback cluster needs (scripts/cluster.sh; tests marked `cluster`): dask and
-# distributed from PyPI, pinned in the `cluster` extra and requirements.lock.
-CLUSTER_STAMP := $(VENV)/.cluster-installed
-cluster-deps: $(CLUSTER_STAMP)
-
-$(CLUSTER_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,cluster]'
-	@touch $(CLUSTER_STAMP)
+# What the local Flink and Spark clusters need (scripts/cluster.sh; tests marked
+# `cluster`), downloaded once into .cluster/: each job server's jars (Maven, pinned in
+# scripts/cluster/pom.xml), Spark (pyspark in its own environment), a Java if none is here.
+cluster-deps: setup
+	scripts/cluster.sh flink install
+	scripts/cluster.sh spark install
 
 test: setup cluster-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -42,10 +40,11 @@ demo: setup
 		$(if $(METADATA),--metadata $(METADATA)) $(if $(STEPS),--steps $(STEPS)) \
 		$(if $(MINUTES),--minutes $(MINUTES))
 
-# Start the loopback cluster, run the pipeline on the demo corpus there and locally,
-# compare the datasets, stop the cluster.
+# Start a local Flink or Spark cluster, run the pipeline on the demo corpus there and
+# locally, compare the datasets, stop the cluster.
+ENGINE ?= flink
 cluster-demo: setup cluster-deps
-	$(PY) -m experiments.cluster_demo --dir cluster-demo
+	$(PY) -m experiments.cluster_demo --engine $(ENGINE) --dir cluster-demo
 
 # Every benchmark, one table, also written as JSON (bench_results/bench.json).
 bench: setup cluster-deps
@@ -55,7 +54,7 @@ bench: setup cluster-deps
 lock:
 	rm -rf /tmp/wavegen-lock && $(PYTHON) -m venv /tmp/wavegen-lock
 	/tmp/wavegen-lock/bin/pip install --quiet --upgrade pip
-	/tmp/wavegen-lock/bin/pip install --quiet -e '.[test,cluster]'
+	/tmp/wavegen-lock/bin/pip install --quiet -e '.[test]'
 	/tmp/wavegen-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 
 clean:

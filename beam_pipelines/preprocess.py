@@ -277,7 +277,7 @@ def _run_pipeline(plan: Plan, args, options, out: str, staging: str) -> dict:
         state.wait_until_finish()
     except Exception as e:  # the runner or the cluster failed: nothing is put in place
         raise PipelineFailed(f"the pipeline failed on {_runner_name(options)}: "
-                             f"{_error_with_cause(e)}") from e
+                             f"{_unreachable(e, options) or _error_with_cause(e)}") from e
     _log_metrics(state)
     return finalize(out, staging, spec, plan.songs, args, time.time() - t0, plan.report)
 
@@ -436,10 +436,14 @@ def _log_metrics(result):
 
 
 def counter_totals(counters) -> dict[str, int]:
-    """Each counter's value summed over steps: committed where the runner reports it,
-    else attempted (the Spark runner reports only attempted values)."""
+    """Each of the pipeline's counters summed over steps: committed where the runner
+    reports it, else attempted (the Spark runner reports only attempted values). Counters
+    of other namespaces (the Java runners report Beam's own, e.g. element counts) are left
+    out."""
     totals: dict[str, int] = {}
     for c in counters:
+        if not (c.key.metric.namespace or "").startswith("beam_pipelines."):
+            continue
         value = c.committed if c.committed is not None else c.attempted
         if value is not None:
             totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + value
@@ -453,11 +457,25 @@ def _runner_name(options) -> str:
     return (runner if isinstance(runner, str) else type(runner).__name__).rsplit(".", 1)[-1]
 
 
+def _unreachable(e: BaseException, options) -> str | None:
+    """The line for a job endpoint that never answered (Beam raises a bare
+    grpc.FutureTimeoutError); None for other errors."""
+    import grpc
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    if not isinstance(e, grpc.FutureTimeoutError):
+        return None
+    portable = options.view_as(PortableOptions)
+    return (f"no job service answered at --job_endpoint={portable.job_endpoint} within "
+            f"{portable.job_server_timeout} s (--job_server_timeout); is the cluster up? "
+            "(scripts/cluster.sh flink|spark status)")
+
+
 def _error_with_cause(e: BaseException) -> str:
     """An exception as one readable line: its type and message, and those of its root
     cause (a cluster wraps the real error in its own)."""
     def line(x):
-        text = one_line(x)
+        text = _job_failure(str(x)) or one_line(x)
         return f"{type(x).__name__}: {text[:297] + '...' if len(text) > 300 else text}"
 
     root, seen = e, {id(e)}
@@ -468,6 +486,24 @@ def _error_with_cause(e: BaseException) -> str:
     if root is e or not str(root).strip():  # a bare cause (e.g. a cancellation) says nothing
         return line(e)
     return f"{line(e)} (caused by {line(root)})"
+
+
+# A failed portable job, as Beam's job service reports it, and the last exception line of
+# a (Python or Java) traceback carried inside its text.
+_JOB_FAILED = re.compile(r"Pipeline (\S+) failed in state (\w+): (.*)", re.S)
+_EXCEPTION_LINE = re.compile(r"^\s*((?:[A-Za-z_][\w$]*\.)*[A-Za-z_]\w*"
+                             r"(?:Error|Exception|Exit|Interrupt|Failure)): \S.*$", re.M)
+
+
+def _job_failure(text: str) -> str | None:
+    """`Pipeline ID failed in state FAILED: <traceback>` as `job ID FAILED: <the innermost
+    exception line>`; None for other text."""
+    m = _JOB_FAILED.match(text)
+    if not m:
+        return None
+    job, state, detail = m.groups()
+    lines = [x.group(0) for x in _EXCEPTION_LINE.finditer(detail)]
+    return f"job {job} {state}: {one_line(lines[-1] if lines else detail)}"
 
 
 def _by_id(r):
@@ -498,9 +534,14 @@ class _QuietBeam(logging.Filter):
     """Keeps Beam's own chatter (worker start-up, optional-dependency notes) off screen."""
 
     NOISE = ("apitools not found", "semi_persistent_directory", "Discarding unparseable args")
+    BEAM_DIR = os.path.dirname(beam.__file__) + os.sep
 
     def filter(self, record):
         if record.name.startswith("apache_beam") and record.levelno < logging.ERROR:
+            return False
+        # A portable job's own messages (Beam logs them through the root logger), failures
+        # included: a failed job is reported once, in one line, by run().
+        if record.pathname.startswith(self.BEAM_DIR) and "portability" in record.pathname:
             return False
         return not any(n in record.getMessage() for n in self.NOISE)
 

@@ -1,13 +1,18 @@
-"""The pipeline on a cluster started on this machine, checked against the local runner.
+"""The pipeline on a Flink or Spark cluster started on this machine, checked against the
+local runner.
 
-    .venv/bin/python -m experiments.cluster_demo [--dir cluster-demo] [--songs_per_style 4]
+    .venv/bin/python -m experiments.cluster_demo --engine flink|spark [--dir cluster-demo]
+        [--songs_per_style 4]
 
-Makes the demo corpus (`experiments.demo_corpus`), starts the loopback dask cluster
-(`scripts/cluster.sh dask start`), runs `python -m beam_pipelines.preprocess` on it with
-the flags the script prints and once on the default local runner, prints where the job
-ran (scheduler, dashboard, tasks per worker), compares the two datasets (decoded
-examples, splits, failure reasons, counts) and stops the cluster, also on failure.
-Exits 1 if the datasets differ. (`make cluster-demo`)
+Makes the demo corpus (`experiments.demo_corpus`), starts the engine's cluster
+(`scripts/cluster.sh ENGINE start`), runs `python -m beam_pipelines.preprocess` there with
+the flags the script prints and once on the default local runner, prints where the job ran
+(the engine's own record of it: Flink's /jobs/overview, Spark's master /json/), compares the
+two datasets (decoded examples, splits, failure reasons, counts) and stops the cluster, also
+on failure. Exits 1 if the datasets differ. (`make cluster-demo ENGINE=flink|spark`)
+
+The helpers here (starting and stopping a cluster, the engine's record of its jobs, what
+must agree between two datasets) are also used by the cluster tests and benchmark.
 """
 
 from __future__ import annotations
@@ -20,48 +25,69 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_SH = os.path.join(ROOT, "scripts", "cluster.sh")
+ENGINES = ("flink", "spark")
+RUNNERS = {"flink": "FlinkRunner", "spark": "SparkRunner"}
 PY = sys.executable
 
 
-def cluster(action: str, name: str = "dask", env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([CLUSTER_SH, name, action], cwd=ROOT, env=env, text=True,
-                          capture_output=True)
+def cluster(engine: str, action: str, env=None, timeout: float = 900):
+    return subprocess.run([CLUSTER_SH, engine, action], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+class Cluster:
+    """A started cluster: what `start` printed (info line, web UI, Beam flags)."""
+
+    def __init__(self, engine: str, lines: list[str], env=None, start_seconds: float = 0.0):
+        self.engine, self.lines, self.env = engine, lines, env
+        self.ui = lines[-2]
+        self.flags = lines[-1].split()
+        self.start_seconds = start_seconds
+
+    def flag(self, name: str) -> str:
+        return next(f.split("=", 1)[1] for f in self.flags if f.startswith(f"--{name}="))
+
+    def jobs(self) -> list[dict]:
+        """The engine's own record of its jobs: [{"id", "name", "state"}], oldest first."""
+        return engine_jobs(self.engine, self.ui)
+
+
+def start(engine: str, env=None) -> Cluster:
+    t0 = time.perf_counter()
+    res = cluster(engine, "start", env)
+    if res.returncode != 0:
+        cluster(engine, "stop", env)
+        raise RuntimeError(f"scripts/cluster.sh {engine} start failed: "
+                           f"{(res.stderr or res.stdout).strip()}")
+    return Cluster(engine, res.stdout.strip().splitlines(), env, time.perf_counter() - t0)
 
 
 @contextlib.contextmanager
-def running_cluster(name: str = "dask", env=None):
-    """Starts the cluster; yields its lines (info, UI address, Beam flags); stops it."""
+def running_cluster(engine: str, env=None):
+    """Starts the cluster; yields it; stops it."""
+    c = start(engine, env)
     try:
-        res = cluster("start", name, env)
-        if res.returncode != 0:
-            raise RuntimeError(f"scripts/cluster.sh {name} start failed: "
-                               f"{(res.stderr or res.stdout).strip()}")
-        yield res.stdout.strip().splitlines()
+        yield c
     finally:
-        cluster("stop", name, env)
+        cluster(engine, "stop", env)
 
 
-@contextlib.contextmanager
-def task_stream(scheduler: str):
-    """Records the tasks the dask scheduler runs meanwhile: yields a list, filled on exit
-    with (worker address, task key prefix) pairs."""
-    from distributed import Client, get_task_stream
-
-    tasks: list = []
-    with Client(scheduler, timeout=30) as client:
-        with get_task_stream(client=client) as ts:
-            yield tasks
-        time.sleep(0.5)  # the last completions reach the plugin
-        tasks.extend((t["worker"], _prefix(t["key"])) for t in ts.data)
-
-
-def _prefix(key) -> str:
-    key = key[0] if isinstance(key, tuple) else key
-    return str(key).rsplit("-", 1)[0]
+def engine_jobs(engine: str, ui: str) -> list[dict]:
+    if engine == "flink":
+        with urllib.request.urlopen(f"{ui}/jobs/overview", timeout=10) as r:
+            jobs = json.load(r)["jobs"]
+        return [{"id": j["jid"], "name": j["name"], "state": j["state"],
+                 "seconds": j["duration"] / 1000} for j in
+                sorted(jobs, key=lambda j: j["start-time"])]
+    with urllib.request.urlopen(f"{ui}/json/", timeout=10) as r:
+        master = json.load(r)
+    apps = master["completedapps"] + master["activeapps"]
+    return [{"id": a["id"], "name": a["name"], "state": a["state"],
+             "seconds": a["duration"] / 1000} for a in sorted(apps, key=lambda a: a["starttime"])]
 
 
 def preprocess(songs: str, out: str, *flags: str, timeout: float = 1800):
@@ -107,6 +133,7 @@ def differences(a: dict, b: dict) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--engine", choices=ENGINES, required=True)
     p.add_argument("--dir", default="cluster-demo")
     p.add_argument("--songs_per_style", type=int, default=4)
     args = p.parse_args(argv)
@@ -116,33 +143,32 @@ def main(argv=None) -> int:
     songs = os.path.join(args.dir, "songs")
     info = make_corpus(songs, args.songs_per_style)
     print(f"corpus: {info['songs']} songs + {info['corrupt']} corrupt file -> {songs}")
-    local_out, cluster_out = (os.path.join(args.dir, d) for d in ("local", "cluster"))
+    local_out, cluster_out = (os.path.join(args.dir, d) for d in ("local", args.engine))
     t0 = time.time()
     res = preprocess(songs, local_out)
     if res.returncode != 0:
         print(res.stderr[-2000:], file=sys.stderr)
         return 1
     print(f"local runner (FnApiRunner, multi-process): {time.time() - t0:.1f} s")
-    with running_cluster() as lines:
-        ui, flags = lines[-2], lines[-1].split()
-        scheduler = next(f.split("=", 1)[1] for f in flags
-                         if f.startswith("--dask_client_address="))
+    print(f"starting the {args.engine} cluster (scripts/cluster.sh {args.engine} start; "
+          "the first start downloads its jars)")
+    with running_cluster(args.engine) as c:
+        print(f"  {c.lines[-3]}\n  up in {c.start_seconds:.1f} s; web UI {c.ui}")
         t0 = time.time()
-        with task_stream(scheduler) as tasks:
-            res = preprocess(songs, cluster_out, *flags)
+        res = preprocess(songs, cluster_out, *c.flags)
         seconds = time.time() - t0
         if res.returncode != 0:
             print(res.stderr[-2000:], file=sys.stderr)
             return 1
-    per_worker = Counter(w for w, _ in tasks)
-    print(f"cluster run: {seconds:.1f} s on the dask scheduler {scheduler} (dashboard {ui}); "
-          f"tasks per worker: " + ", ".join(f"{w} {n}" for w, n in sorted(per_worker.items())))
-    print("  flags: " + " ".join(flags))
+        job = c.jobs()[-1]
+    print(f"{args.engine} run: {seconds:.1f} s; the cluster's record: job {job['id']} "
+          f"({job['name']}) {job['state']} after {job['seconds']:.1f} s")
+    print("  flags: " + " ".join(c.flags))
     diff = differences(dataset_view(local_out), dataset_view(cluster_out))
     for d in diff:
         print("DIFFERENT: " + d)
     if not diff:
-        print(f"same dataset: {local_out} (local) == {cluster_out} (cluster)")
+        print(f"same dataset: {local_out} (local) == {cluster_out} ({args.engine})")
     return 1 if diff else 0
 
 

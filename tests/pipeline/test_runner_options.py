@@ -32,14 +32,18 @@ def test_a_log_level_given_on_the_command_line_is_kept():
     assert _harness_level(options) == "ERROR"
 
 
-def _counter(step: str, name: str, committed, attempted) -> MetricResult:
-    return MetricResult(MetricKey(step, MetricName("wavegen", name)), committed, attempted)
+NAMESPACE = "beam_pipelines.transforms.ProcessSongs"  # as Metrics.counter(cls, ...) names it
+
+
+def _counter(step: str, name: str, committed, attempted, namespace=NAMESPACE) -> MetricResult:
+    return MetricResult(MetricKey(step, MetricName(namespace, name)), committed, attempted)
 
 
 def test_counter_totals_use_attempted_where_committed_is_missing():
     # The Spark runner leaves committed None; the embedded runner fills both.
     counters = [_counter("a", "songs_written", None, 3), _counter("b", "songs_written", None, 4),
-                _counter("a", "songs_failed", 2, 5), _counter("a", "chunks", None, None)]
+                _counter("a", "songs_failed", 2, 5), _counter("a", "chunks", None, None),
+                _counter("a", "metric:element_count:v1", None, 9, namespace="beam")]
     assert preprocess.counter_totals(counters) == {"songs_written": 7, "songs_failed": 2}
 
 
@@ -54,3 +58,22 @@ def test_metrics_report_survives_a_runner_without_committed_values(caplog):
     with caplog.at_level(logging.INFO, logger="wavegen.pipeline"):
         preprocess._log_metrics(Result())
     assert "songs_in=11" in caplog.text
+
+
+FAILED_JOB = """Pipeline BeamApp-x failed in state FAILED: java.lang.RuntimeException: Error \
+received from SDK harness for instruction 1: Traceback (most recent call last):
+  File "apache_beam/runners/common.py", line 1512, in process
+  File "/shadow/wavegen/__init__.py", line 1, in <module>
+    raise ImportError('wavegen is broken')
+ImportError: wavegen is broken [while running 'Songs/Map(decode)']
+
+\tat org.apache.beam.runners.fnexecution.control.FnApiControlClient.onNext(X.java:1)
+"""
+
+
+def test_a_failed_job_is_reported_by_its_innermost_exception_on_one_line():
+    line = preprocess._error_with_cause(RuntimeError(FAILED_JOB))
+    assert line == ("RuntimeError: job BeamApp-x FAILED: ImportError: wavegen is broken "
+                    "[while running 'Songs/Map(decode)']")
+    # Other errors are kept as they are, on one line.
+    assert preprocess._error_with_cause(ValueError("a\nb")) == "ValueError: a b"
