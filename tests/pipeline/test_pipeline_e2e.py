@@ -236,23 +236,6 @@ def test_bad_command_lines_give_one_clear_error(corpus, tmp_path, caplog):
     assert pipeline.run([f"--input={corpus}", f"--output_dir={existing}"]) == 2
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("runner", ["FlinkRunner", "SparkRunner"])
-def test_flink_and_spark_runner_options_run_on_the_embedded_job_service(corpus, tmp_path,
-                                                                       runner):
-    """Only the runners' option handling: --job_endpoint=embed replaces the job server
-    (a real cluster's job-server jar needs Maven Central, out of reach here)."""
-    from beam_pipelines import preprocess as pipeline
-
-    out = tmp_path / runner
-    code = pipeline.run([f"--input={corpus}/jazz", f"--output_dir={out}", *CHUNK_ARGS,
-                         f"--runner={runner}", "--job_endpoint=embed",
-                         "--environment_type=LOOPBACK"])
-    assert code == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["songs_written"] == 2 and summary["songs_failed"] == 2
-
-
 def test_leading_and_trailing_silence_is_trimmed_and_counted_unless_asked(tmp_path):
     from helpers import run_pipeline
 
