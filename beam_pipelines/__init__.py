@@ -1,3 +1,3 @@
 """beam_pipelines: the preprocessing command (`preprocess`), its Beam transforms
-(`transforms`), the output folder's rules (`output_folder`), the per-song code they run
-(`ingest`) and a DaskRunner fit for this pipeline (`dask_runner`)."""
+(`transforms`), the output folder's rules (`output_folder`) and the per-song code they run
+(`ingest`)."""
