@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,33 @@ CLUSTER_SH = os.path.join(ROOT, "scripts", "cluster.sh")
 ENGINES = ("flink", "spark")
 RUNNERS = {"flink": "FlinkRunner", "spark": "SparkRunner"}
 PY = sys.executable
+# Every port each engine's cluster opens, as scripts/cluster.sh names them
+# (WAVEGEN_<ENGINE>_<NAME>_PORT); the web UI's first.
+PORTS = {
+    "flink": ["REST", "RPC", "BLOB", "TM_RPC", "TM_DATA", "JOB", "ARTIFACT", "EXPANSION",
+              "POOL"],
+    "spark": ["UI", "MASTER", "WORKER", "WORKER_UI", "DRIVER", "BLOCK", "JOB", "ARTIFACT",
+              "EXPANSION", "POOL"],
+}
+
+
+def port_var(engine: str, name: str) -> str:
+    return f"WAVEGEN_{engine.upper()}_{name}_PORT"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def private_env(engine: str, run_dir: str, **extra) -> dict:
+    """An environment for a cluster beside any other: a free port for everything it opens,
+    its logs and scratch in `run_dir`; the downloads stay in the project's .cluster/."""
+    env = dict(os.environ, WAVEGEN_CLUSTER_RUN_DIR=str(run_dir))
+    env.update({port_var(engine, name): str(free_port()) for name in PORTS[engine]})
+    env.update(extra)
+    return env
 
 
 def cluster(engine: str, action: str, env=None, timeout: float = 900):

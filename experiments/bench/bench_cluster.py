@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,12 +35,6 @@ from experiments.bench.results import write_json
 
 ROOT = cluster_demo.ROOT
 GOAL = 1.5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(folder: str, out: str, flags: list[str]) -> float:
@@ -85,21 +78,9 @@ def _song_folders(work, sizes):
     return folders
 
 
-def _env(engine: str, work: str) -> dict:
-    """Free ports for every port the cluster opens; its run folder in the bench's scratch."""
-    env = dict(os.environ, WAVEGEN_CLUSTER_RUN_DIR=os.path.join(work, f"{engine}-run"))
-    names = {"flink": ["REST", "RPC", "BLOB", "TM_RPC", "TM_DATA", "JOB", "ARTIFACT",
-                       "EXPANSION", "POOL"],
-             "spark": ["UI", "MASTER", "WORKER", "WORKER_UI", "DRIVER", "BLOCK", "JOB",
-                       "ARTIFACT", "EXPANSION", "POOL"]}[engine]
-    for name in names:
-        env[f"WAVEGEN_{engine.upper()}_{name}_PORT"] = str(_free_port())
-    return env
-
-
 def _measure_engine(engine, folders, out, repeats, local):
     """Times one engine's cluster against the local runner; adds to `local` (fastest)."""
-    env = _env(engine, os.path.dirname(out))
+    env = cluster_demo.private_env(engine, os.path.join(os.path.dirname(out), f"{engine}-run"))
     c = cluster_demo.start(engine, env)
     try:
         n_small = min(folders)

@@ -40,15 +40,6 @@ GOOD = {  # song id: (sample rate, channels, seconds)
 BAD = {"rock/empty.mp3": "undecodable", "jazz/text.wav": "undecodable",
        "folk/random.flac": "undecodable", "folk/short.wav": "too_short",
        "rock/silent.flac": "silent"}
-# Every port each engine's cluster opens, as scripts/cluster.sh names them; the UI's first.
-PORTS = {
-    "flink": ["REST", "RPC", "BLOB", "TM_RPC", "TM_DATA", "JOB", "ARTIFACT", "EXPANSION",
-              "POOL"],
-    "spark": ["UI", "MASTER", "WORKER", "WORKER_UI", "DRIVER", "BLOCK", "JOB", "ARTIFACT",
-              "EXPANSION", "POOL"],
-}
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster_corpus")
@@ -63,20 +54,7 @@ def corpus(tmp_path_factory):
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cluster_env(engine, run_dir, **extra):
-    """Free ports for everything the cluster opens, a run folder of the test's; the
-    downloads stay in the project's .cluster/."""
-    env = dict(os.environ, WAVEGEN_CLUSTER_RUN_DIR=str(run_dir))
-    for name in PORTS[engine]:
-        env[f"WAVEGEN_{engine.upper()}_{name}_PORT"] = str(free_port())
-    env.update(extra)
-    return env
+free_port = cluster_demo.free_port
 
 
 def group_members(pgids) -> set[int]:
@@ -103,7 +81,7 @@ class Started:
 def engine_cluster(request, tmp_path_factory):
     engine = request.param
     run_dir = tmp_path_factory.mktemp(f"{engine}_run")
-    started = Started(engine, cluster_env(engine, run_dir), run_dir)
+    started = Started(engine, cluster_demo.private_env(engine, run_dir), run_dir)
     members = set()
     try:
         yield started
@@ -161,9 +139,9 @@ def one_error_line(res, runner):
 
 def test_start_status_and_flags(engine_cluster):
     engine, c = engine_cluster.engine, engine_cluster.c
-    ui_port = engine_cluster.env[f"WAVEGEN_{engine.upper()}_{PORTS[engine][0]}_PORT"]
-    job_port = engine_cluster.env[f"WAVEGEN_{engine.upper()}_JOB_PORT"]
-    pool_port = engine_cluster.env[f"WAVEGEN_{engine.upper()}_POOL_PORT"]
+    ui_port = engine_cluster.env[cluster_demo.port_var(engine, cluster_demo.PORTS[engine][0])]
+    job_port = engine_cluster.env[cluster_demo.port_var(engine, "JOB")]
+    pool_port = engine_cluster.env[cluster_demo.port_var(engine, "POOL")]
     res = cluster_demo.cluster(engine, "status", engine_cluster.env)
     assert res.returncode == 0, res.stderr
     assert f"http://127.0.0.1:{ui_port}" in res.stdout.splitlines()
@@ -180,8 +158,9 @@ def test_start_status_and_flags(engine_cluster):
 
 def test_a_port_in_use_is_refused_in_one_line(engine_cluster, tmp_path):
     engine = engine_cluster.engine
-    busy = engine_cluster.env[f"WAVEGEN_{engine.upper()}_JOB_PORT"]  # the running cluster's
-    env = cluster_env(engine, tmp_path / "run", **{f"WAVEGEN_{engine.upper()}_JOB_PORT": busy})
+    job_var = cluster_demo.port_var(engine, "JOB")
+    busy = engine_cluster.env[job_var]  # the running cluster's
+    env = cluster_demo.private_env(engine, tmp_path / "run", **{job_var: busy})
     res = cluster_demo.cluster(engine, "start", env)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
