@@ -76,9 +76,6 @@ class Cluster:
         self.flags = lines[-1].split()
         self.start_seconds = start_seconds
 
-    def flag(self, name: str) -> str:
-        return next(f.split("=", 1)[1] for f in self.flags if f.startswith(f"--{name}="))
-
     def jobs(self) -> list[dict]:
         """The engine's own record of its jobs: [{"id", "name", "state"}], oldest first."""
         return engine_jobs(self.engine, self.ui)

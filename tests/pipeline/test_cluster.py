@@ -98,10 +98,7 @@ def engine_cluster(request, tmp_path_factory):
 
 
 def preprocess(corpus, out, *flags):
-    return subprocess.run([sys.executable, "-m", "beam_pipelines.preprocess",
-                           f"--input={corpus}", f"--output_dir={out}", "--genre_from=folder",
-                           *ARGS, *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return cluster_demo.preprocess(str(corpus), str(out), *ARGS, *flags, timeout=900)
 
 
 def snapshot(folder) -> dict[str, str]:
