@@ -10,7 +10,6 @@ process of the cluster is left. `make test` downloads what these need first
 """
 
 import hashlib
-import json
 import os
 import shutil
 import socket
