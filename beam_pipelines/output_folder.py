@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from apache_beam.io.filesystems import FileSystems
 
 from wavegen.data.dataset import INFO_FILE, SHARD_PATTERN, shard_filename
-from wavegen.data.errors import one_line
+from wavegen.errors import UserError, one_line
 from wavegen.data.paths import is_local, local_path
 
 LOCK_FILE = ".wavegen.lock"
@@ -49,7 +49,7 @@ LATEST_REPORT_FILES = ("failed.latest.jsonl", "summary.latest.json")
 _SCRATCH = re.compile(rf"({re.escape(STAGING_PREFIX)}|{re.escape(BACKUP_PREFIX)})[0-9a-f]{{12}}")
 
 
-class OutputError(ValueError):
+class OutputError(UserError):
     """An --output_dir the pipeline must not or cannot write to (one line)."""
 
 

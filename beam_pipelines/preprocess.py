@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines import output_folder
 from beam_pipelines.transforms import Preprocess
 from wavegen.data import audio
-from wavegen.data.errors import one_line
+from wavegen.errors import one_line
 from wavegen.data.dataset import (FILENAME_TEMPLATE, INFO_FILE, MAX_SHARDS, DatasetSpec,
                                   features, shard_filename)
 from beam_pipelines.ingest import fetch

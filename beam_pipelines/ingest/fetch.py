@@ -30,7 +30,7 @@ import urllib3
 from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from wavegen.data.errors import one_line
+from wavegen.errors import one_line
 
 USER_AGENT = "wavegen/0.1"
 SCHEMES = ("http", "https")

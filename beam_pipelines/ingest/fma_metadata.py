@@ -19,6 +19,7 @@ import posixpath
 import re
 import zipfile
 import zlib
+from wavegen.errors import UserError
 from collections.abc import Iterable
 from typing import TextIO
 
@@ -36,7 +37,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _FIELD_LIMIT = 1 << 24  # artist bios and comments can be long
 
 
-class MetadataError(ValueError):
+class MetadataError(UserError):
     """FMA metadata that cannot be used; the message names the file and the problem."""
 
 

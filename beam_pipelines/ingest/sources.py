@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from wavegen.data import audio
-from wavegen.data.errors import one_line
+from wavegen.errors import UserError, one_line
 from wavegen.data.paths import is_local, local_path
 from beam_pipelines.ingest import fetch
 from beam_pipelines.ingest import fma_metadata as fma
@@ -41,7 +41,7 @@ FILE, ZIP, URL = "file", "zip", "url"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """An --input that cannot be used, named in the message."""
 
 

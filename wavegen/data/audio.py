@@ -16,14 +16,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from wavegen.data.errors import one_line
+from wavegen.errors import UserError, one_line
 
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg")
 QUANTIZATIONS = ("mulaw", "linear")
 DEFAULT_BLOCK_FRAMES = 1 << 16
 
 
-class AudioDecodeError(ValueError):
+class AudioDecodeError(UserError):
     """An input that is not decodable audio. The message names the input."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from wavegen.data import audio, paths
+from wavegen.errors import UserError
 
 DATASET_NAME = "wavegen"
 UNKNOWN_GENRE = "unknown"
@@ -42,7 +43,7 @@ def shard_filename(split: str, shard: int, num_shards: int) -> str:
                                     SHARD_X_OF_Y=f"{shard:0{width}d}-of-{num_shards:0{width}d}")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset directory that is missing, incomplete or not a wavegen dataset."""
 
 

@@ -19,9 +19,10 @@ import numpy as np
 
 from wavegen.data import audio
 from wavegen.data.dataset import DatasetSpec
+from wavegen.errors import UserError
 
 
-class ReferenceError(ValueError):
+class ReferenceError(UserError):
     """The run's dataset cannot be found or read; the message is one line."""
 
 

@@ -29,11 +29,12 @@ from wavegen.model import wavenet as model_lib
 from wavegen.progress import progress_bar
 from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import metrics as run_metrics
+from wavegen.errors import UserError
 
 log = logging.getLogger("wavegen.sample")
 
 
-class SamplingError(ValueError):
+class SamplingError(UserError):
     """A sampling request that cannot be served; the message is one clear line."""
 
 

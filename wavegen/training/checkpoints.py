@@ -28,11 +28,12 @@ from etils import epath
 from wavegen.data.dataset import DatasetSpec
 from wavegen.model.wavenet import ModelConfig
 from wavegen.training import steps as train_lib
+from wavegen.errors import UserError
 
 BEST_METRIC = "val_bits"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint directory that cannot be used, named in the message."""
 
 

@@ -32,11 +32,12 @@ from wavegen.model import wavenet as model_lib
 from wavegen.progress import progress_bar
 from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import steps as train_lib
+from wavegen.errors import UserError
 
 log = logging.getLogger("wavegen.evaluate")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError):
     """An evaluation that cannot run; the message is one clear line."""
 
 

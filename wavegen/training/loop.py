@@ -43,11 +43,12 @@ from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import metrics as run_metrics
 from wavegen.progress import progress_bar
 from wavegen.training import steps as train_lib
+from wavegen.errors import UserError
 
 log = logging.getLogger("wavegen.train")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError):
     """A run that cannot start or continue; the message is one clear line."""
 
 
