@@ -19,6 +19,11 @@ atomically) names the old and the new files; the old files move into a backup fo
 and the backup go. A run killed part-way leaves the journal, and both datasets on disk;
 the next run into the folder (`recover`, under the lock) finishes the replacement before
 anything else. Local folders are locked with flock; remote ones (gs://, s3://) are not.
+
+Nothing read from the output folder can name a path outside it: a journal is used only
+when its folders are plain names of the exact scratch patterns (real folders holding the
+scratch marker, not links) and its file lists plain dataset file names (`journal_problem`);
+any other journal is refused in one line and nothing is moved.
 """
 
 from __future__ import annotations
@@ -80,12 +85,13 @@ def _read_json(path: str):
 
 def is_wavegen_folder(folder: str) -> bool:
     """Whether `folder` proves a wavegen run wrote it: its metadata.json is a wavegen
-    dataset's, or it holds a run's marker or a replacement journal (by their content)."""
+    dataset's, or it holds a run's marker or a well-formed replacement journal (by their
+    content)."""
     metadata = _read_json(_join(folder, "metadata.json")) or {}
     marker = _read_json(_join(folder, MARKER)) or {}
-    journal = _read_json(_join(folder, JOURNAL)) or {}
+    journal = _read_json(_join(folder, JOURNAL))
     return ("wavegen_metadata_version" in metadata or marker.get("wavegen_output") == 1
-            or {"staging", "backup", "old", "new", "phase"} <= journal.keys())
+            or (journal is not None and journal_problem(journal) is None))
 
 
 def _write_small(path: str, text: str) -> None:
@@ -112,13 +118,33 @@ def _make_marked(path: str) -> None:
 
 
 def _is_scratch(path: str) -> bool:
-    return (bool(_SCRATCH.fullmatch(os.path.basename(path.rstrip("/"))))
-            and _exists(_join(path, SCRATCH_MARKER)))
+    """A staging or backup folder a run made: its exact name, a real folder (not a link to
+    one elsewhere), and its marker."""
+    if not _SCRATCH.fullmatch(os.path.basename(path.rstrip("/"))):
+        return False
+    if is_local(path) and (os.path.islink(local_path(path))
+                           or not os.path.isdir(local_path(path))):
+        return False
+    return _exists(_join(path, SCRATCH_MARKER))
+
+
+def is_dataset_name(name: object) -> bool:
+    """Whether `name` is a plain file name a wavegen dataset holds: a shard (its exact
+    pattern), a metadata or a report file."""
+    return isinstance(name, str) and (
+        bool(SHARD_PATTERN.fullmatch(name))
+        or name in METADATA_FILES + REPORT_FILES + LATEST_REPORT_FILES)
 
 
 def _check_local_place(out: str) -> None:
-    """Roots, the home folder, files and unwritable places are refused."""
-    real = os.path.realpath(local_path(out))
+    """Roots, the home folder, files, links to nothing and unwritable places are
+    refused."""
+    path = local_path(out)
+    if os.path.islink(path.rstrip("/") or path) and not os.path.exists(path):
+        raise OutputError(f"--output_dir={out}: a link to {os.readlink(path.rstrip('/'))}, "
+                          "which does not exist (or loops); create the folder it names or "
+                          "choose another --output_dir")
+    real = os.path.realpath(path)
     if os.path.dirname(real) == real:
         raise OutputError(f"--output_dir={out}: a filesystem root; name a folder for the "
                           "dataset")
@@ -261,6 +287,73 @@ def _write_journal(out: str, journal: dict) -> None:
             f.write(text)
 
 
+_JOURNAL_KEYS = ("staging", "backup", "old", "new", "phase")
+_PHASES = ("backup", "install")
+
+
+def journal_problem(journal: object) -> str | None:
+    """What makes `journal` something other than a replacement journal wavegen writes;
+    None when it is one. Its folders must be plain names of the exact scratch patterns and
+    its file lists plain dataset file names, so nothing it names is outside the output
+    folder or anything but a dataset's file."""
+    if not isinstance(journal, dict):
+        return "not a JSON object"
+    keys = set(journal)
+    if keys != set(_JOURNAL_KEYS):
+        missing, extra = set(_JOURNAL_KEYS) - keys, keys - set(_JOURNAL_KEYS)
+        return "; ".join(filter(None, [
+            missing and f"missing {', '.join(sorted(missing))}",
+            extra and f"unknown key(s) {', '.join(sorted(map(repr, extra))[:3])}"]))
+    for key, prefix in (("staging", STAGING_PREFIX), ("backup", BACKUP_PREFIX)):
+        value = journal[key]
+        if not (isinstance(value, str) and value.startswith(prefix)
+                and _SCRATCH.fullmatch(value)):
+            return f"{key} is {_short(value)}, not a {prefix}<12 hex> folder name"
+    if journal["phase"] not in _PHASES:
+        return f"phase is {_short(journal['phase'])}, not one of {', '.join(_PHASES)}"
+    for key in ("old", "new"):
+        names = journal[key]
+        if not isinstance(names, list):
+            return f"{key} is {_short(names)}, not a list of file names"
+        bad = [n for n in names if not is_dataset_name(n)]
+        if bad:
+            return f"{key} names {_short(bad[0])}, not a dataset's file name"
+        if len(set(names)) != len(names):
+            return f"{key} names a file twice"
+    return None
+
+
+def _short(value: object) -> str:
+    text = one_line(json.dumps(value, ensure_ascii=True) if not isinstance(value, str)
+                    else repr(value))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_journal(out: str) -> dict | None:
+    """The replacement journal in `out`, checked (`journal_problem`); None when there is
+    none; OutputError (one line, nothing moved) when it is not one wavegen wrote, or its
+    staging or backup folder is not a marked scratch folder."""
+    path = _join(out, JOURNAL)
+    if not _exists(path):
+        return None
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            journal = json.loads(f.read().decode("utf-8"))
+        problem = journal_problem(journal)
+    except Exception as e:  # unreadable, not UTF-8, not JSON
+        problem = f"unreadable ({one_line(e)[:120]})"
+    if problem is None:
+        for key in ("staging", "backup"):
+            folder = _join(out, journal[key])
+            if _exists(folder) and not _is_scratch(folder):
+                problem = (f"its {key} folder {journal[key]} is not a folder this run's "
+                           "scratch marker proves wavegen's")
+    if problem is not None:
+        raise OutputError(f"{path}: not a replacement journal wavegen wrote ({problem}); "
+                          "nothing was moved; move it away to continue")
+    return journal
+
+
 def replace_dataset(out: str, staging: str, new_files: list[str]) -> None:
     """Puts the complete dataset in `staging` (these file names) in place of the one in
     `out`, journaled so that a crash at any step leaves both recoverable (see the module
@@ -298,7 +391,7 @@ def _roll_forward(out: str, journal: dict, step) -> None:
             step()
     _remove_path(_join(out, JOURNAL))
     step()
-    _remove_tree(backup)
+    _remove_scratch_tree(backup)
     step()
 
 
@@ -312,7 +405,7 @@ def _roll_back(out: str, journal: dict) -> None:
         if _exists(_join(backup, name)):
             _rename(_join(backup, name), _join(out, name))
     _remove_path(_join(out, JOURNAL))
-    _remove_tree(backup)
+    _remove_scratch_tree(backup)
 
 
 def replacement_pending(out: str) -> bool:
@@ -323,16 +416,10 @@ def replacement_pending(out: str) -> bool:
 def recover(out: str) -> str:
     """Finishes (or, when the new files are gone, undoes) a replacement a crash left
     half-done; returns what it did, '' if there was nothing to do. Call under `locked`."""
-    path = _join(out, JOURNAL)
-    if not _exists(path):
+    journal = read_journal(out)
+    if journal is None:
         return ""
-    try:
-        with FileSystems.open(path, compression_type="uncompressed") as f:
-            journal = json.loads(f.read().decode("utf-8"))
-        staging = _join(out, journal["staging"])
-    except Exception as e:
-        raise OutputError(f"{path}: an unreadable replacement journal ({one_line(e)}); "
-                          "move it away to continue") from None
+    staging = _join(out, journal["staging"])
     installed = journal["phase"] == "install"
     complete = all(_exists(_join(staging, n)) or (installed and _exists(_join(out, n)))
                    for n in journal["new"])
@@ -362,6 +449,12 @@ def remove_scratch(path: str) -> None:
     """Removes a staging or backup folder (its exact name and marker) unless a replacement
     journal still needs it."""
     out = os.path.dirname(path.rstrip("/"))
-    if _exists(_join(out, JOURNAL)) or not _is_scratch(path):
+    if _exists(_join(out, JOURNAL)):
         return
-    _remove_tree(path)
+    _remove_scratch_tree(path)
+
+
+def _remove_scratch_tree(path: str) -> None:
+    """Removes a folder only when it is a marked scratch folder (`_is_scratch`)."""
+    if _is_scratch(path):
+        _remove_tree(path)

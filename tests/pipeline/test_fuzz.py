@@ -166,3 +166,89 @@ def test_fuzzed_inputs_are_all_accounted_for(tmp_path, round_):
         seen |= {e["song_id"].decode() for e in tfds.as_numpy(builder.as_dataset("train"))}
     assert ids <= seen, f"{where} unaccounted: {sorted(ids - seen)[:5]}"
     assert len(seen) == summary["songs_in"], where
+
+
+# --------------------------------------------------------------------------------------
+# Journals and markers with random contents (issue 20.1)
+
+
+def _random_json(rng, victim: str, depth: int = 0):
+    """A random JSON value, biased towards what could steer a replacement: paths out of
+    the folder, names wavegen writes, scratch names, and junk."""
+    strings = ["../victim", "../../victim", victim, victim + "/precious.txt", "",
+               ".wavegen-staging-000000000000", ".wavegen-old-000000000000",
+               ".wavegen-old-000000000000/../../victim", "dataset_info.json",
+               "metadata.json", "summary.json", "notes.txt", "wavegen-train.tfrecord-00000-of-00001",
+               "/", ".", "..", "backup", "install", "é中\x00", "a/b"]
+    kind = rng.choice(["str", "str", "list", "dict", "num", "none", "bool"]
+                      if depth < 2 else ["str", "num"])
+    if kind == "str":
+        return rng.choice(strings)
+    if kind == "list":
+        return [_random_json(rng, victim, depth + 1) for _ in range(rng.randint(0, 4))]
+    if kind == "dict":
+        return {rng.choice(["staging", "backup", "old", "new", "phase", "x"]):
+                _random_json(rng, victim, depth + 1) for _ in range(rng.randint(0, 5))}
+    return {"num": rng.uniform(-1e9, 1e9), "none": None, "bool": rng.random() < 0.5}[kind]
+
+
+def _random_journal(rng, victim: str):
+    journal = {"staging": ".wavegen-staging-000000000000", "backup": ".wavegen-old-000000000000",
+               "old": ["dataset_info.json", "metadata.json"], "new": ["metadata.json"],
+               "phase": rng.choice(["backup", "install"])}
+    for key in rng.sample(sorted(journal), rng.randint(0, 5)):
+        if rng.random() < 0.2:
+            del journal[key]
+        else:
+            journal[key] = _random_json(rng, victim)
+    if rng.random() < 0.2:
+        return _random_json(rng, victim)
+    return journal
+
+
+def test_random_journals_and_markers_never_reach_outside_the_folder(tmp_path):
+    from beam_pipelines import output_folder as of
+
+    rng = random.Random(SEED)
+    where = f"(WAVEGEN_FUZZ_SEED={SEED})"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("years of work")
+    (victim / of.SCRATCH_MARKER).write_text("")
+    (victim / "metadata.json").write_text('{"wavegen_metadata_version": 1}')
+    victim_before = _tree(victim)
+    for i in range(150):
+        out = tmp_path / f"o{i}" / "ds"
+        out.mkdir(parents=True)
+        (out / "notes.txt").write_text("not wavegen's")
+        (out / "metadata.json").write_text('{"wavegen_metadata_version": 1}')
+        (out / "dataset_info.json").write_text('{"splits": []}')
+        for name in (of.JOURNAL, of.MARKER):
+            if rng.random() < 0.8:
+                value = (_random_journal(rng, str(victim)) if name == of.JOURNAL
+                         else _random_json(rng, str(victim)))
+                text = json.dumps(value) if rng.random() < 0.9 else rng.choice(
+                    ["{", "\xff", "", "null"])
+                (out / name).write_text(text, encoding="utf-8", errors="surrogateescape")
+        for folder in (".wavegen-staging-000000000000", ".wavegen-old-000000000000",
+                       ".wavegen-old-0123456789ab"):
+            kind = rng.choice(["none", "marked", "unmarked", "link"])
+            if kind == "link":
+                os.symlink(victim, out / folder)
+            elif kind != "none":
+                (out / folder).mkdir()
+                (out / folder / "metadata.json").write_text("{}")
+                if kind == "marked":
+                    (out / folder / of.SCRATCH_MARKER).write_text("")
+        journal_text = (out / of.JOURNAL).read_bytes() if (out / of.JOURNAL).exists() else None
+        try:  # what a run does under its lock before any work
+            of.recover(str(out))
+            of.check_output_dir(str(out), overwrite=True)
+            for stale in of.stale_scratch(str(out)):
+                of.remove_scratch(stale)
+        except of.OutputError as e:
+            assert "\n" not in str(e), (where, i, str(e))
+            if (out / of.JOURNAL).exists():  # refused: the journal is left as it was
+                assert (out / of.JOURNAL).read_bytes() == journal_text, (where, i)
+        assert _tree(victim) == victim_before, f"{where} round {i} touched a folder outside"
+        assert (out / "notes.txt").read_text() == "not wavegen's", (where, i)

@@ -395,3 +395,89 @@ def test_a_run_killed_in_a_new_folder_does_not_lock_the_next_one_out(two_corpora
         stale = of.make_scratch(str(out))
     assert run_pipeline(f"--input={old}", f"--output_dir={out}", *SMALL) == 0
     assert not os.path.exists(stale) and dataset_ids(out) == {"a.wav", "b.wav", "c.wav"}
+
+
+# --------------------------------------------------------------------------------------
+# Files read from the output folder name nothing outside it (issue 20.1, 20.5)
+
+
+@pytest.fixture(scope="module")
+def a_dataset(two_corpora, tmp_path_factory):
+    old, _ = two_corpora
+    out = tmp_path_factory.mktemp("journal") / "ds"
+    assert run_pipeline(f"--input={old}", f"--output_dir={out}", "--split=train:1",
+                        *SMALL) == 0
+    return out
+
+
+GOOD = {"staging": ".wavegen-staging-000000000000", "backup": ".wavegen-old-000000000000",
+        "old": [], "new": [], "phase": "install"}
+FORGED = {
+    "backup outside (the issue's case)": dict(GOOD, backup="../../victim"),
+    "staging outside": dict(GOOD, staging="../victim"),
+    "backup absolute": dict(GOOD, backup="VICTIM"),
+    "backup with the prefix, then a path": dict(GOOD, backup=".wavegen-old-000000000000/../../victim"),
+    "old names a path": dict(GOOD, old=["../victim/precious.txt"]),
+    "new names a user file": dict(GOOD, new=["thesis.tex"]),
+    "old names a sub-path": dict(GOOD, old=["sub/dataset_info.json"]),
+    "a key missing": {k: v for k, v in GOOD.items() if k != "phase"},
+    "an unknown phase": dict(GOOD, phase="delete"),
+    "a list": [GOOD],
+    "not JSON": "{staging: nope",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_a_forged_journal_is_refused_in_one_line_and_nothing_moves(two_corpora, a_dataset,
+                                                                   tmp_path, caplog, case):
+    """The issue's journal made `--overwrite` rmtree a folder outside the output."""
+    _, new = two_corpora
+    root = tmp_path / "a" / "b"
+    out = root / "ds"
+    shutil.copytree(a_dataset, out)
+    victim = tmp_path / "a" / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("years of work")
+    (victim / of.SCRATCH_MARKER).write_text("even with a marker")
+    journal = FORGED[case]
+    if isinstance(journal, dict):
+        journal = {k: (str(victim) if v == "VICTIM" else v) for k, v in journal.items()}
+    text = journal if isinstance(journal, str) else json.dumps(journal)
+    (out / of.JOURNAL).write_text(text)
+    before, victim_before = snapshot(out), snapshot(victim)
+    with caplog.at_level("ERROR"):
+        code = run_pipeline(f"--input={new}", f"--output_dir={out}",
+                            "--overwrite", *SMALL)
+    assert code == 2
+    assert snapshot(victim) == victim_before and snapshot(out) == before
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert of.JOURNAL in errors[0] and "nothing was moved" in errors[0]
+
+
+def test_a_journal_whose_backup_is_a_link_to_a_marked_folder_elsewhere_is_refused(
+        a_dataset, tmp_path):
+    out = tmp_path / "ds"
+    shutil.copytree(a_dataset, out)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("years of work")
+    (victim / of.SCRATCH_MARKER).write_text("")
+    os.symlink(victim, out / GOOD["backup"])
+    (out / of.JOURNAL).write_text(json.dumps(GOOD))
+    with pytest.raises(of.OutputError, match="backup folder"):
+        of.recover(str(out))
+    assert (victim / "precious.txt").read_text() == "years of work"
+    # Nor is such a link taken for a killed run's scratch folder.
+    (out / of.JOURNAL).unlink()
+    assert of.stale_scratch(str(out)) == []
+
+
+def test_a_dangling_link_as_output_dir_is_one_line(two_corpora, tmp_path, caplog):
+    old, _ = two_corpora
+    link = tmp_path / "out"
+    os.symlink(tmp_path / "gone" / "ds", link)
+    with caplog.at_level("ERROR"):
+        assert run_pipeline(f"--input={old}", f"--output_dir={link}", *SMALL) == 2
+    assert "does not exist" in caplog.text and str(tmp_path / "gone") in caplog.text
+    assert not (tmp_path / "gone").exists()
