@@ -6,6 +6,17 @@ archive as a stream), or a URL list (`*.urls`: one http(s) URL per line, optiona
 Paths go through Beam's FileSystems, so local paths, gs:// and s3:// all work where their
 Beam extras are installed. Listing happens once, when the pipeline is built; the songs
 themselves are read by the workers (`open_song`).
+
+Links inside a local folder: a link to a file is a song like any other file (a dangling
+or looping one is rejected, not_a_file). A link to a folder is followed, once: its songs
+get ids through the link's own path ('more/jazz/b.wav' for the link 'more'). Folders
+are told apart by real path, so a link that leads back to a folder holding it (a loop),
+into a folder already walked (a second route to the same songs, which would list them
+twice under two ids), or to a folder holding one already walked, is not followed: the
+link itself is rejected (not_a_file), its detail naming where it leads and why. The
+input folder's own subfolders are walked before any link is followed, and links are
+followed in the walk's sorted order, so which route wins does not depend on the order
+the filesystem lists entries in.
 """
 
 from __future__ import annotations
@@ -162,7 +173,7 @@ def _list_local(spec: str) -> tuple[str, list[_Found], str]:
     path = local_path(spec)
     if os.path.isdir(path):
         base = path.rstrip("/") or "/"
-        return base, [f for f in _walk(base) if audio.is_audio_path(f.path)], "folder"
+        return base, _walk(base), "folder"
     if os.path.lexists(path):  # 'Album [FLAC].mp3' is a file, not a glob
         if not _is_input_file(path):
             raise SourceError(f"--input {spec}: not a supported input (expected an audio "
@@ -228,18 +239,72 @@ def _stat(path: str) -> _Found:
 
 
 def _walk(folder: str) -> list[_Found]:
-    """Every file under a local folder (taken literally: '[' or '*' in its name are not
-    wildcards), in a stable order; a subfolder that cannot be listed is an entry too."""
-    out = []
+    """Every audio file under a local folder (taken literally: '[' or '*' in its name are
+    not wildcards), in a stable order, following links to folders once (see
+    `_follow_links`); a subfolder that cannot be listed, and a link to a folder that is
+    not followed, are entries too (with their problem)."""
+    out: list[_Found] = []
+    walked = {os.path.realpath(folder)}  # real paths of every folder listed so far
+    links = _walk_tree(folder, out, walked)
+    _follow_links(links, out, walked)
+    return out
+
+
+def _walk_tree(top: str, out: list[_Found], walked: set[str]) -> list[str]:
+    """Lists the folder `top` and its real subfolders into `out`, adding their real paths
+    to `walked`; returns the links to folders found in them, not followed yet."""
+    links = []
 
     def unlistable(e: OSError):
         out.append(_Found(e.filename, -1, f"{song_chunks.UNREADABLE}: {e.filename}: cannot "
                                           f"list the folder ({one_line(e.strerror or e)})"))
 
-    for root, dirs, files in os.walk(folder, onerror=unlistable):
+    for root, dirs, files in os.walk(top, onerror=unlistable):
         dirs.sort()
-        out.extend(_stat(os.path.join(root, name)) for name in sorted(files))
-    return out
+        linked = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        links.extend(os.path.join(root, d) for d in linked)
+        dirs[:] = [d for d in dirs if d not in linked]
+        walked.update(os.path.realpath(os.path.join(root, d)) for d in dirs)
+        out.extend(_stat(os.path.join(root, name)) for name in sorted(files)
+                   if audio.is_audio_path(name))
+    return links
+
+
+def _follow_links(links: list[str], out: list[_Found], walked: set[str]) -> None:
+    """Follows each link to a folder, in order, unless it leads where the walk has been:
+    into a folder already listed (a second route: its songs would be listed twice, under
+    two ids) or to a folder holding one (a loop, or a superset of what was listed). Such a
+    link is an entry itself, rejected (not_a_file) with where it leads. Links found in a
+    followed folder join the end of the queue."""
+    queue = list(links)
+    while queue:
+        link = queue.pop(0)
+        target = os.path.realpath(link)
+        why = _already_walked(link, target, walked)
+        if why:
+            out.append(_Found(link, -1, f"{song_chunks.NOT_A_FILE}: {link}: a link to the "
+                                        f"folder {target}, not followed: {why}"))
+            continue
+        walked.add(target)
+        queue.extend(_walk_tree(link, out, walked))
+
+
+def _already_walked(link: str, target: str, walked: set[str]) -> str:
+    """Why `link`, to the folder `target` (its real path), must not be followed, or ''."""
+    home = os.path.realpath(os.path.dirname(link))
+    if _inside(home, target):
+        return "it leads back to a folder that holds it (a loop)"
+    if target in walked:
+        return "that folder is already walked (a second route to it)"
+    held = sorted(w for w in walked if _inside(w, target))
+    if held:
+        return f"it holds {held[0]}, a folder already walked (a second route to it)"
+    return ""
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies under it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _check_names(song: SongRef) -> SongRef:
