@@ -30,13 +30,15 @@ ENCRYPTED = "encrypted_member"  # an archive member that needs a password
 UNSUPPORTED_COMPRESSION = "unsupported_compression"  # a member's method zipfile lacks
 NESTED_ARCHIVE = "nested_archive"  # an archive inside an archive (not opened)
 CORRUPT_MEMBER = "corrupt_member"  # a member whose data fails its CRC or inflation
+DUPLICATE_MEMBER = "duplicate_member"  # a later archive member of an earlier one's name
 BAD_NAME = "bad_name"  # a song id or genre holding control characters (newlines, tabs...)
 TOO_LARGE = fetch.TOO_LARGE  # over --max_song_bytes (a file, a member or a download)
 NO_METADATA = "no_metadata"  # --split_from=fma, and the metadata has no split for it
 INTERNAL_ERROR = "internal_error"  # a bug: the traceback's last line is in the detail
 # Every reason a song can get, for checks that each one is known.
 REASONS = (UNDECODABLE, NO_AUDIO, SILENT, TOO_SHORT, UNREADABLE, NON_FINITE, NOT_A_FILE,
-           ENCRYPTED, UNSUPPORTED_COMPRESSION, NESTED_ARCHIVE, CORRUPT_MEMBER, BAD_NAME,
+           ENCRYPTED, UNSUPPORTED_COMPRESSION, NESTED_ARCHIVE, CORRUPT_MEMBER,
+           DUPLICATE_MEMBER, BAD_NAME,
            TOO_LARGE, NO_METADATA, INTERNAL_ERROR, fetch.REJECTED_URL, fetch.HTTP_ERROR,
            fetch.TIMEOUT, fetch.CONNECTION, fetch.CHECKSUM)
 

@@ -65,6 +65,7 @@ class SongRef:
     input: str  # the --input it was found under (for messages)
     kind: str = FILE  # FILE, ZIP (uri is the archive, member the song) or URL
     member: str = ""
+    entry: int = -1  # ZIP: the member's index in the archive's central directory
     genre: str = UNKNOWN_GENRE
     split: str = ""
     size: int = -1  # bytes, when known before reading
@@ -79,6 +80,11 @@ class SongRef:
     def where(self) -> str:
         """Where the song is, for messages: a path, 'archive.zip:member' or a URL."""
         return f"{self.uri}:{self.member}" if self.kind == ZIP else self.uri
+
+    @property
+    def place(self) -> tuple[str, int]:
+        """What the song is, exactly: `where`, and which of the members of that name."""
+        return self.where, self.entry
 
 
 def _fs():
@@ -342,9 +348,18 @@ def _member_problem(info: zipfile.ZipInfo) -> str:
     return ""
 
 
+def _duplicate(info: zipfile.ZipInfo, entry: int) -> str:
+    return (f"{song_chunks.DUPLICATE_MEMBER}: a second member named {info.filename} (entry "
+            f"{entry + 1} of the archive); only the first is read")
+
+
 def list_archive(path: str, spec: str, genre_from: str = "none") -> list[SongRef]:
     """The audio members of a zip archive (and its nested archives, rejected), read from
-    its central directory only."""
+    its central directory only.
+
+    An archive can hold several members of one name (zip allows it): each is a song. The
+    first is read; each later one is rejected (duplicate_member), its id the first's with
+    '#2', '#3'... (no audio member's name ends that way, so ids stay unique)."""
     try:
         with _fs().open(path, compression_type="uncompressed") as f, zipfile.ZipFile(f) as zf:
             infos = zf.infolist()
@@ -352,15 +367,18 @@ def list_archive(path: str, spec: str, genre_from: str = "none") -> list[SongRef
         raise SourceError(f"--input {spec}: {path} is not a readable zip archive "
                           f"({one_line(e)})") from e
     songs = []
-    for info in infos:
+    copies: dict[str, int] = {}  # member name -> members of that name so far
+    for entry, info in enumerate(infos):
         nested = _ext(info.filename) in NESTED_ARCHIVE_EXTENSIONS
         if info.is_dir() or not (audio.is_audio_path(info.filename) or nested):
             continue
         tid = _track_id(info.filename)
-        problem = _member_problem(info)
+        copies[info.filename] = copy = copies.get(info.filename, 0) + 1
+        problem = _member_problem(info) if copy == 1 else _duplicate(info, entry)
+        song_id = str(tid) if tid >= 0 else info.filename
         songs.append(SongRef(
-            song_id=str(tid) if tid >= 0 else info.filename, uri=path, input=spec, kind=ZIP,
-            member=info.filename, size=info.file_size, track_id=tid,
+            song_id=song_id if copy == 1 else f"{song_id}#{copy}", uri=path, input=spec,
+            kind=ZIP, member=info.filename, entry=entry, size=info.file_size, track_id=tid,
             reject=problem.replace(": ", f": {path}:{info.filename}: ", 1) if problem else "",
             genre=_parent_name(info.filename) if genre_from == "folder" else UNKNOWN_GENRE))
     if not songs:
@@ -410,9 +428,9 @@ def discover(inputs: Sequence[str], genre_from: str = "none") -> list[SongRef]:
         songs.extend(expand_input(spec, genre_from))
     # The same song reached through two inputs (a folder and a glob inside it) is one
     # song, named after the first input that found it.
-    by_place: dict[str, SongRef] = {}
+    by_place: dict[tuple[str, int], SongRef] = {}
     for s in songs:
-        by_place.setdefault(s.where, s)
+        by_place.setdefault(s.place, s)
     songs = sorted(by_place.values(), key=lambda s: s.song_id)
     check_unique(songs)
     return songs
@@ -494,7 +512,10 @@ class ArchiveCache:
         self.in_memory_bytes = in_memory_bytes
         self._open: OrderedDict[str, tuple] = OrderedDict()
 
-    def member(self, uri: str, member: str) -> BinaryIO:
+    def member(self, uri: str, member: str, entry: int = -1) -> BinaryIO:
+        """The member `member` of the archive `uri`: the one at index `entry` of its
+        central directory when given (zipfile, opening by name, would take the last of
+        several members of that name), else the one zipfile finds by name."""
         if uri in self._open:
             self._open.move_to_end(uri)
             zf = self._open[uri][1]
@@ -507,9 +528,15 @@ class ArchiveCache:
                 _, (old_f, old_zf) = self._open.popitem(last=False)
                 old_zf.close()
                 old_f.close()
-        if zf.getinfo(member).file_size <= self.in_memory_bytes:
-            return io.BytesIO(zf.read(member))
-        return zf.open(member)
+        infos = zf.infolist()
+        if entry >= len(infos) or (entry >= 0 and infos[entry].filename != member):
+            # the archive changed since it was listed
+            raise zipfile.BadZipFile(f"entry {entry + 1} of the archive is no longer "
+                                     f"{member!r}")
+        info = infos[entry] if entry >= 0 else zf.getinfo(member)
+        if info.file_size <= self.in_memory_bytes:
+            return io.BytesIO(zf.read(info))
+        return zf.open(info)
 
     def close(self):
         for f, zf in self._open.values():
@@ -565,7 +592,7 @@ def _open_member(song: SongRef, archives: ArchiveCache) -> Iterator[BinaryIO]:
     """A member to decode; data that fails its CRC or inflation fails the song
     (corrupt_member), whatever the decoder made of it."""
     try:
-        f = archives.member(song.uri, song.member)
+        f = archives.member(song.uri, song.member, song.entry)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
         raise song_chunks.SongFailure(song_chunks.CORRUPT_MEMBER,
                                       f"{song.where}: {one_line(e)}") from None
