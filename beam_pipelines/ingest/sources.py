@@ -315,7 +315,8 @@ def _inside(path: str, folder: str) -> bool:
 
 def _check_names(song: SongRef) -> SongRef:
     """Rejects (bad_name) a song whose id or genre holds control characters: they would
-    shift the lines of genre.labels.txt and garble every report."""
+    shift the lines of genre.labels.txt and garble every report. Rejects a genre that
+    would not read back the same from genre.labels.txt (`_genre_problem`)."""
     if song.reject:
         return song.with_(genre=UNKNOWN_GENRE)
     for what, text in (("song id", song.song_id), ("genre", song.genre)):
@@ -324,7 +325,26 @@ def _check_names(song: SongRef) -> SongRef:
             return song.with_(genre=UNKNOWN_GENRE, reject=(
                 f"{song_chunks.BAD_NAME}: {song.where!r}: its {what} {text!r} holds control "
                 f"characters ({', '.join(repr(c) for c in bad)}); rename it"))
+    problem = _genre_problem(song.genre)
+    if problem:
+        return song.with_(genre=UNKNOWN_GENRE, reject=(
+            f"{song_chunks.BAD_NAME}: {song.where!r}: its genre {song.genre!r} {problem}, "
+            "which genre.labels.txt does not keep; rename it"))
     return song
+
+
+def _genre_problem(genre: str) -> str:
+    """Why a genre would not come back exactly from the dataset's genre.labels.txt, or ''.
+
+    TFDS writes the ClassLabel names one a line and reads each line back stripped of
+    whitespace (str.strip: Unicode spaces too), skipping empty ones; metadata.json keeps
+    the name as it is, and a dataset whose two lists differ is refused by training. Song
+    ids are stored as bytes in the examples and come back exactly."""
+    if not genre.strip():
+        return "is empty or only whitespace"
+    if genre != genre.strip():
+        return "has leading or trailing whitespace"
+    return ""
 
 
 def _track_id(name: str) -> int:
@@ -486,7 +506,7 @@ def apply_metadata(songs: Sequence[SongRef], meta: dict[int, fma.FmaTrack],
             else:
                 s = s.with_(reject=f"no_metadata: {s.where}: no FMA split for this "
                                    "track in the metadata (--split_from=fma)")
-        out.append(s)
+        out.append(_check_names(s))
     present = [s.track_id for s in songs if s.track_id in meta]
     report.tracks_missing_from_inputs = sorted(fma.expected_tracks(meta, present)
                                                - {s.track_id for s in songs})
