@@ -178,8 +178,11 @@ def test_empty_and_text_files_say_what_they_are(tmp_path, ext, as_file):
     empty, text = tmp_path / f"empty{ext}", tmp_path / f"notes{ext}"
     empty.write_bytes(b"")
     text.write_text("these are my notes, not a song\n" * 10)
+    noise = tmp_path / f"noise{ext}"
+    noise.write_bytes(bytes([0, 159, 7, 255]) * 100)
     for path, said in ((empty, "empty (0 bytes)"),
-                       (text, "not audio (text: 'these are my notes, not a song")):
+                       (text, "not audio (text: 'these are my notes, not a song"),
+                       (noise, "not ")):
         source = open(path, "rb") if as_file else str(path)
         with pytest.raises(sc.SongFailure) as info:
             list(sc.song_chunks(source, str(path), SPEC, sc.SongStats()))

@@ -48,12 +48,68 @@ def open_audio(source: str | BinaryIO, name: str | None = None) -> sf.SoundFile:
     try:
         handle = sf.SoundFile(source)
     except Exception as e:  # libsndfile raises LibsndfileError, RuntimeError, TypeError...
-        raise AudioDecodeError(f"{name}: not decodable audio ({one_line(e)})") from e
+        raise AudioDecodeError(f"{name}: {_not_audio(source, e)}") from e
     if handle.samplerate <= 0 or handle.channels <= 0:
         handle.close()
         raise AudioDecodeError(
             f"{name}: header declares {handle.samplerate} Hz, {handle.channels} channels")
     return handle
+
+
+_PEEK_BYTES = 64
+
+
+def _not_audio(source: str | BinaryIO, error: Exception) -> str:
+    """What an input that libsndfile cannot open is, in a few words.
+
+    libsndfile names the symptom, not the input: opened by path, a file named .mp3 that
+    is empty or not mp3 is "File does not exist or is not a regular file". So the input's
+    first bytes are looked at: nothing at all, text, or bytes of no known format, is
+    said as such."""
+    head = _peek(source)
+    if head == b"":
+        return "empty (0 bytes)"
+    text = _as_text(head) if head is not None else None
+    if text is not None:
+        return f"not audio (text: {text!r})"
+    if head is not None and "not a regular file" in str(error):  # it is one: say so
+        return (f"not audio (no format libsndfile reads; it starts with bytes "
+                f"{head[:8].hex(' ')})")
+    return f"not decodable audio ({one_line(error)})"
+
+
+def _peek(source: str | BinaryIO) -> bytes | None:
+    """The first bytes of a regular file or a seekable file object (put back where it
+    was), or None where they cannot be read without side effects."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            if not os.path.isfile(source):  # never open a pipe or a device
+                return None
+            with open(source, "rb") as f:
+                return f.read(_PEEK_BYTES)
+        if not source.seekable():
+            return None
+        where = source.tell()
+        source.seek(0)
+        try:
+            return source.read(_PEEK_BYTES)
+        finally:
+            source.seek(where)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _as_text(head: bytes) -> str | None:
+    """The start of `head` if it reads as printable UTF-8 text, else None."""
+    for cut in range(4):  # the last character may be cut in the middle
+        try:
+            text = head[:len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+            return text.split("\n")[0][:40] or text.strip()[:40]
+        return None
+    return None
 
 
 def mono_blocks(handle: sf.SoundFile, name: str,
