@@ -11,10 +11,17 @@ streaming is retried through the same `Retry`. It gives up at once on what will 
 succeed (HTTP 4xx, a body over the size cap, a checksum mismatch, a URL that is not
 http(s), a URL past its deadline). Every give-up is a `FetchError` whose `to_record()`
 is one line of a dead-letter file.
+
+Credentials in a URL (`https://user:password@host/song.mp3`) are sent as HTTP Basic
+auth, and only to that URL's own scheme, host and port (a redirect elsewhere does not
+get them). They are never shown: every URL that leaves this module in a message, a
+FetchError or a song id is `public_url(url)`, and free text that quotes a URL goes
+through `redact`.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import math
@@ -46,6 +53,62 @@ TOO_LARGE = "too_large"  # Content-Length or the bytes received exceed max_bytes
 CHECKSUM = "checksum_mismatch"  # the body's sha256 is not the one the list gave
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")  # used with fullmatch
+# 'scheme://' then anything up to an '@' before the next '/': the userinfo of a URL in
+# free text. Wider than a valid URL's userinfo on purpose ('#' or '?' in a password
+# typed unencoded): a message may lose a little text, never show a password.
+_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]*@")
+
+
+# --------------------------------------------------------------------------------------
+# Credentials
+
+
+def split_userinfo(url: str) -> tuple[str, str]:
+    """(the URL without its userinfo, the userinfo) — 'http://u:p@h/a' -> ('http://h/a',
+    'u:p'). The authority is found as urllib.parse.urlsplit finds it (up to the first
+    '/', '?' or '#' after '//', userinfo up to its last '@'); the rest of the URL is kept
+    exactly as written."""
+    head, sep, rest = url.partition("//")
+    if not sep:
+        return url, ""
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at:
+        return url, ""
+    return head + sep + host + rest[end:], userinfo
+
+
+def public_url(url: str) -> str:
+    """`url` without the credentials it may carry: what may be stored or shown."""
+    return split_userinfo(url)[0]
+
+
+def with_userinfo(url: str, userinfo: str) -> str:
+    """The inverse of split_userinfo."""
+    if not userinfo:
+        return url
+    head, sep, rest = url.partition("//")
+    return f"{head}{sep}{userinfo}@{rest}"
+
+
+def redact(text: str) -> str:
+    """`text` (a message, a line of a URL list) with the userinfo of every URL in it
+    removed."""
+    return _USERINFO_IN_TEXT.sub(r"\1", text)
+
+
+def _basic_auth(userinfo: str) -> dict[str, str]:
+    """The Authorization header for a URL's userinfo ('user:password', %-encoded)."""
+    if not userinfo:
+        return {}
+    user, _, password = userinfo.partition(":")
+    plain = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    return {"Authorization": "Basic " + base64.b64encode(plain.encode("utf-8")).decode()}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +184,9 @@ def _parse_line(raw: str, where: str) -> UrlEntry | None:
         problem = (f"{fields[1]!r} after the URL is not a sha256 (64 hex characters); write "
                    "spaces inside a URL as %20")
     if problem:
-        return UrlEntry(url=raw.strip(), sha256=None, line=line,
-                        problem=f"{where}: {problem} ({raw.strip()!r})")
+        shown = redact(raw.strip())
+        return UrlEntry(url=shown, sha256=None, line=line,
+                        problem=f"{where}: {problem} ({shown!r})")
     return UrlEntry(url=fields[0], sha256=fields[1].lower() if len(fields) == 2 else None,
                     line=line)
 
@@ -137,9 +201,10 @@ def parse_url_list(text: str, source: str) -> list[UrlEntry]:
     fields, a second field that is not 64 hex characters, bytes that are not UTF-8) is
     returned with its `problem` naming `source:line`, for the caller to dead-letter.
 
-    Duplicates: a URL listed again is dropped and the first listing (its line and
-    checksum) kept; two listings of one URL with different checksums are an error
-    (ValueError naming both lines).
+    Duplicates: a URL listed again (credentials aside) is dropped and the first listing
+    (its line, checksum and credentials) kept; two listings of one URL with different
+    checksums are an error (ValueError naming both lines). A malformed line's `url` and
+    `problem` hold no credentials (`redact`); a good line's `url` keeps them, for `fetch`.
     """
     entries: dict[str, UrlEntry] = {}
     for number, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
@@ -147,12 +212,12 @@ def parse_url_list(text: str, source: str) -> list[UrlEntry]:
         entry = _parse_line(raw, where)
         if entry is None:
             continue
-        key = where if entry.problem else entry.url
+        key = where if entry.problem else public_url(entry.url)
         first = entries.get(key)
         if first is None:
             entries[key] = entry
         elif entry.sha256 and first.sha256 and entry.sha256 != first.sha256:
-            raise ValueError(f"{where}: {entry.url} is listed again with sha256 "
+            raise ValueError(f"{where}: {public_url(entry.url)} is listed again with sha256 "
                              f"{entry.sha256[:12]}..., but line {first.line} gives "
                              f"{first.sha256[:12]}...")
     return list(entries.values())
@@ -303,12 +368,14 @@ def _default_pool(url: str) -> urllib3.PoolManager:
     return urllib3.PoolManager()
 
 
-def _open(pool, url: str, retry: _Retry, attempts: _Attempts):
-    """GETs `url`, following redirects to http(s) URLs only; returns the final response
-    with its body unread (statuses 5xx and timeouts are retried inside urllib3)."""
+def _open(pool, url: str, retry: _Retry, attempts: _Attempts, userinfo: str = ""):
+    """GETs `url` (credentials apart, in `userinfo`), following redirects to http(s) URLs
+    only; returns the final response with its body unread (statuses 5xx and timeouts are
+    retried inside urllib3)."""
     for _ in range(MAX_REDIRECTS + 1):
         wait = max(min(attempts.cfg.timeout_s, attempts.left()), 1e-3)
-        response = pool.urlopen("GET", url, headers={"User-Agent": USER_AGENT},
+        response = pool.urlopen("GET", url, headers={"User-Agent": USER_AGENT,
+                                                     **_basic_auth(userinfo)},
                                 retries=retry, redirect=False, preload_content=False,
                                 decode_content=False, timeout=urllib3.Timeout(wait, wait))
         attempts.status = response.status
@@ -316,11 +383,15 @@ def _open(pool, url: str, retry: _Retry, attempts: _Attempts):
         if response.status not in REDIRECTS or not location:
             return response
         response.close()
-        target = urllib.parse.urljoin(url, location.strip())
+        target, target_userinfo = split_userinfo(urllib.parse.urljoin(url, location.strip()))
         problem = _url_problem(target)
         if problem:
             raise _GiveUp(REJECTED_URL, f"redirected (HTTP {response.status}) to {target}, "
                           f"which is not usable: {problem}", response.status)
+        # The credentials go with the redirect only to the same origin (as browsers and
+        # requests do): another host must not learn them.
+        if target_userinfo or _origin(target) != _origin(url):
+            userinfo = target_userinfo
         url, retry = target, response.retries or retry
     raise _GiveUp(HTTP_ERROR, f"more than {MAX_REDIRECTS} redirects", attempts.status)
 
@@ -346,12 +417,13 @@ def _read_body(response, spool: BinaryIO, attempts: _Attempts) -> tuple[int, str
         spool.write(block)
 
 
-def _download(pool, url: str, spool: BinaryIO, attempts: _Attempts) -> tuple[int, str]:
+def _download(pool, url: str, spool: BinaryIO, attempts: _Attempts,
+              userinfo: str = "") -> tuple[int, str]:
     """The body of `url` into `spool`: (size, sha256). A body that breaks off or stalls
     is retried through the same Retry as the request; raises _GiveUp or MaxRetryError."""
     retry = _Retry.for_url(attempts)
     while True:
-        response = _open(pool, url, retry, attempts)
+        response = _open(pool, url, retry, attempts, userinfo)
         try:
             if response.status >= 300:  # 4xx, an unfollowable 3xx, or 5xx to the end
                 raise _GiveUp(HTTP_ERROR, f"HTTP {response.status} "
@@ -405,17 +477,20 @@ def fetch(url: str, cfg: FetchConfig = FetchConfig(), sha256: str | None = None,
     default a PoolManager of its own (the environment's proxy if it names one), closed
     before it returns. Raises FetchError
     (never anything else for network trouble); `Fetched.file` is the caller's to close.
+    Credentials in `url` are sent as Basic auth and appear in no message or error.
     """
     problem = _url_problem(url)
     if problem:
+        url = redact(url)
         shown = url if url.isprintable() and " " not in url else repr(url)
         raise FetchError(url, REJECTED_URL, f"{shown}: {problem}", attempts=0)
+    url, userinfo = split_userinfo(url)
     expected = _check_sha256(url, sha256)
     attempts = _Attempts(cfg, sleep)
     spool = _new_spool(cfg)
     owned = _default_pool(url) if pool is None else None  # ours to close when done
     try:
-        size, actual = _download(pool or owned, url, spool, attempts)
+        size, actual = _download(pool or owned, url, spool, attempts, userinfo)
         if expected is not None and actual != expected:
             raise _GiveUp(CHECKSUM, f"sha256 mismatch: expected {expected[:12]}..., got "
                           f"{actual[:12]}... ({size} bytes)", attempts.status)

@@ -72,6 +72,9 @@ class SongRef:
     sha256: str = ""  # expected checksum of a URL's body, when the list gives one
     track_id: int = -1  # FMA track id, when the name says
     reject: str = ""  # "reason: detail" for a song known to be unusable when listed
+    # URL: the credentials ('user:password') of a URL that had them, kept apart from uri
+    # and song_id, which are stored and shown; used only for the request.
+    userinfo: str = dataclasses.field(default="", repr=False)
 
     def with_(self, **kw) -> "SongRef":
         return dataclasses.replace(self, **kw)
@@ -409,7 +412,8 @@ def list_archive(path: str, spec: str, genre_from: str = "none") -> list[SongRef
 def list_urls(path: str, spec: str, genre_from: str = "none") -> list[SongRef]:
     """The songs of a URL list: one per distinct URL. Bad schemes and malformed lines are
     kept, rejected (rejected_url), so that they are counted and dead-lettered like any
-    failure."""
+    failure. A URL's credentials (user:password@) are kept out of its id and uri, which
+    are stored and shown, in `userinfo`, for the request only."""
     with _fs().open(path, compression_type="uncompressed") as f:
         text = f.read().decode("utf-8", errors="surrogateescape")
     try:
@@ -418,12 +422,16 @@ def list_urls(path: str, spec: str, genre_from: str = "none") -> list[SongRef]:
         raise SourceError(f"--input {spec}: {e}") from e
     if not entries:
         raise SourceError(f"--input {spec}: the URL list {path} holds no URLs")
-    return [SongRef(song_id=f"{path}:{e.line}" if e.problem else e.url, uri=e.url,
-                    input=spec, kind=URL, sha256=e.sha256 or "",
-                    reject=f"{fetch.REJECTED_URL}: {e.problem}" if e.problem else "",
-                    genre=_parent_name(e.url.split("?")[0]) if genre_from == "folder"
-                    and not e.problem else UNKNOWN_GENRE)
-            for e in entries]
+    songs = []
+    for e in entries:
+        url, userinfo = fetch.split_userinfo(e.url)
+        songs.append(SongRef(
+            song_id=f"{path}:{e.line}" if e.problem else url, uri=url, input=spec,
+            kind=URL, sha256=e.sha256 or "", userinfo=userinfo,
+            reject=f"{fetch.REJECTED_URL}: {e.problem}" if e.problem else "",
+            genre=_parent_name(url.split("?")[0]) if genre_from == "folder"
+            and not e.problem else UNKNOWN_GENRE))
+    return songs
 
 
 def check_unique(songs: Iterable[SongRef]) -> None:
@@ -645,7 +653,8 @@ def open_song(song: SongRef, archives: ArchiveCache, fetch_cfg: fetch.FetchConfi
         with _open_member(song, archives) as f:
             yield f
     elif song.kind == URL:
-        got = fetch.fetch(song.uri, fetch_cfg, song.sha256 or None)
+        got = fetch.fetch(fetch.with_userinfo(song.uri, song.userinfo), fetch_cfg,
+                          song.sha256 or None)
         with got.file as f:
             yield f
     elif is_local(song.uri):

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from helpers import run_pipeline, tone, write_audio
-from songserver import serve
+from songserver import Redirect, serve
 from beam_pipelines.ingest import fetch
 from beam_pipelines.ingest import fma_metadata as fma
 from beam_pipelines.ingest import song_chunks as sc
@@ -224,6 +224,19 @@ def test_credentials_are_sent_but_never_shown():
     assert fetch.public_url(url + "/a.wav?q=1") == base + "/a.wav?q=1"
 
 
+def test_credentials_follow_a_redirect_only_to_the_same_origin():
+    with serve({"/a.wav": b"A"}) as other:
+        with serve({"/here": Redirect("/a.wav"), "/a.wav": b"B",
+                    "/away": Redirect(other + "/a.wav")}) as base:
+            url = base.replace("http://", f"http://{USER}:{PASSWORD}@")
+            for path, body in (("/here", b"B"), ("/away", b"A")):
+                with fetch.fetch(url + path) as got:
+                    assert got.file.read() == body
+            sent = [h.get("Authorization") for _, h in base.request_headers]
+        assert len(sent) == 3 and all(sent)  # /here, /a.wav, /away
+        assert [h.get("Authorization") for _, h in other.request_headers] == [None]
+
+
 def test_credentials_never_reach_the_output_folder_or_the_console(tmp_path):
     listing = tmp_path / "songs.urls"
     with serve({"/a.wav": wav_bytes(1.0), "/gone.wav": 404}) as base:
@@ -239,6 +252,8 @@ def test_credentials_never_reach_the_output_folder_or_the_console(tmp_path):
             cwd=ROOT, capture_output=True, text=True, timeout=240)
         assert res.returncode == 0, res.stderr[-3000:]
         assert base.requests["/a.wav"] == 1 and base.requests["/gone.wav"] == 1
+        basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        assert all(h.get("Authorization") == basic for _, h in base.request_headers)
     records = {}
     with open(out / "failed.jsonl", encoding="utf-8") as f:
         for line in f:
