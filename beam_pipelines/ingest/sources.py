@@ -182,6 +182,11 @@ def _list_local(spec: str) -> tuple[str, list[_Found], str]:
     path = local_path(spec)
     if os.path.isdir(path):
         base = path.rstrip("/") or "/"
+        try:
+            os.scandir(base).close()
+        except OSError as e:  # the input itself: stop with one line, as for a missing one
+            raise SourceError(f"--input {spec}: cannot list the folder "
+                              f"({one_line(e.strerror or e)})") from e
         return base, _walk(base), "folder"
     if os.path.lexists(path):  # 'Album [FLAC].mp3' is a file, not a glob
         if not _is_input_file(path):

@@ -93,6 +93,27 @@ def test_a_link_to_a_folder_holding_one_already_walked_is_not_followed(tmp_path)
         "(a second route to it)")
 
 
+def test_a_folder_that_cannot_be_listed_is_an_entry_and_an_input_that_cannot_stops(
+        tmp_path, monkeypatch):
+    root = tmp_path / "songs"
+    write_audio(root / "a.wav", tone(1.0, 16000), 16000)
+    (root / "locked").mkdir()
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if os.path.basename(os.fspath(path)) == "locked":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    songs = {s.song_id: s for s in sources.discover([str(root)])}
+    assert set(songs) == {"a.wav", "locked"}
+    assert songs["locked"].reject == (f"{sc.UNREADABLE}: {root / 'locked'}: cannot list the "
+                                      "folder (Permission denied)")
+    with pytest.raises(sources.SourceError, match="locked: cannot list the folder"):
+        sources.discover([str(root / "locked")])
+
+
 def test_linked_folders_through_the_pipeline(tmp_path, linked_tree):
     records, summary, out = run(tmp_path, f"--input={linked_tree}", "--genre_from=folder")
     assert summary["songs_in"] == 5 and summary["songs_written"] == 2
