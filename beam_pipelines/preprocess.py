@@ -16,6 +16,13 @@ core (no network needed). DIR ends up a TFDS dataset directory:
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # The command's signal handling and logging must be in place before Beam is imported:
+    # Beam logs while it is imported, and a Ctrl-C then would end in a traceback.
+    from beam_pipelines import lifecycle
+
+    lifecycle.start_command()
+
 import argparse
 import dataclasses
 import json
@@ -26,13 +33,18 @@ import sys
 import time
 
 import apache_beam as beam
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
+from beam_pipelines import lifecycle
 from beam_pipelines import output_folder
 from beam_pipelines.transforms import Preprocess
 from wavegen.data import audio
-from wavegen.errors import one_line
+from wavegen.data.paths import is_local, local_path
+from wavegen.errors import UserError, one_line
 from wavegen.data.dataset import (FILENAME_TEMPLATE, INFO_FILE, MAX_SHARDS, DatasetSpec,
                                   features, shard_filename)
 from beam_pipelines.ingest import fetch
@@ -128,7 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "before chunking (counted in summary.json)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset already in --output_dir")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Beam's own logs (the runner's and the workers' start-up "
+                        "and INFO lines), which a run hides by default")
     return p
+
+
+# The flags that name a path; `~` in them is the home folder even where no shell expanded
+# it (--output_dir=~/x: a shell expands `~` only at the start of a word).
+PATH_FLAGS = ("input", "output_dir", "metadata")
+
+
+def parse_args(argv: list[str] | None = None):
+    """(our flags, Beam's flags); `~` expanded in every path flag."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    for flag in PATH_FLAGS:
+        value = getattr(args, flag)
+        if isinstance(value, list):
+            setattr(args, flag, [os.path.expanduser(v) for v in value])
+        elif value is not None:
+            setattr(args, flag, os.path.expanduser(value))
+    return args, beam_args
 
 
 def _flag_bool(text: str) -> bool:
@@ -147,22 +179,23 @@ def _config(cls, flags: dict[str, str], args):
         message = str(e)
         for flag, field in flags.items():
             message = re.sub(rf"^({cls.__name__}\.)?{field}\b", f"--{flag}", message)
-        raise ValueError(message) from None
+        raise UserError(message) from None
 
 
 def make_configs(args) -> tuple[ChunkingConfig, fetch.FetchConfig]:
     """The flags as the library's configs, every value checked (finite, in range)."""
     if not 0 <= args.num_shards <= MAX_SHARDS:
-        raise ValueError(f"--num_shards must be 0 (automatic) or 1..{MAX_SHARDS}, "
-                         f"got {args.num_shards}")
+        raise UserError(f"--num_shards must be 0 (automatic) or 1..{MAX_SHARDS}, "
+                        f"got {args.num_shards}")
     return _config(ChunkingConfig, CHUNKING_FLAGS, args), _config(fetch.FetchConfig,
                                                                   FETCH_FLAGS, args)
 
 
-def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+def pipeline_options(beam_args: list[str], verbose: bool = False) -> PipelineOptions:
     """Beam options; without --runner, local multi-process execution that stays offline.
 
-    (Beam's DirectRunner first tries to download the Prism runner binary.)
+    (Beam's DirectRunner first tries to download the Prism runner binary.) `verbose`
+    leaves a cluster's SDK harnesses at Beam's own log level.
     """
     args = list(beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
@@ -171,7 +204,8 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
             args.append("--direct_running_mode=multi_processing")
         if not any(a.startswith("--direct_num_workers") for a in args):
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
-    if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+    if not verbose and not any(a.startswith("--default_sdk_harness_log_level")
+                               for a in args):
         # Worker start/stop chatter off. The level's name must be one that both SDK
         # harnesses know: Java's enum has WARN (not WARNING), and Python reads
         # logging.WARN; a Java runner fails the job on a name it does not know.
@@ -193,13 +227,16 @@ class Plan:
 
 
 def make_plan(args) -> Plan:
-    """Checks the flags, lists the inputs and labels them; raises ValueError or OSError
-    with one line naming the flag or input at fault."""
+    """Checks the flags, lists the inputs and labels them; raises UserError (or OSError
+    about an input path) with one line naming the flag or input at fault."""
     chunking, fetch_cfg = make_configs(args)
-    splits = song_chunks.parse_splits(args.split)
+    try:
+        splits = song_chunks.parse_splits(args.split)
+    except ValueError as e:  # it checks --split's text and nothing else
+        raise UserError(str(e)) from None
     if "fma" in (args.genre_from, args.split_from) and not args.metadata:
-        raise ValueError("--genre_from=fma and --split_from=fma need --metadata "
-                         "(FMA's tracks.csv or fma_metadata.zip)")
+        raise UserError("--genre_from=fma and --split_from=fma need --metadata "
+                        "(FMA's tracks.csv or fma_metadata.zip)")
     songs = sources.discover(args.input, args.genre_from)
     songs = [s.with_(split=song_chunks.assign_split(s.song_id, splits)) for s in songs]
     report = None
@@ -212,20 +249,39 @@ def make_plan(args) -> Plan:
 
 def run(argv: list[str] | None = None) -> int:
     """Runs the pipeline; returns the process exit code."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    args, beam_args = parse_args(argv)
     try:
         out = output_folder.check_output_dir(args.output_dir, args.overwrite)
         plan = make_plan(args)
-    except (ValueError, OSError) as e:  # bad inputs, flags, metadata or audio settings
+    except UserError as e:  # bad inputs, flags, metadata or audio settings
         log.error("%s", e)
         return 2
-    options = pipeline_options(beam_args)
+    except OSError as e:
+        line = _path_error(e)
+        if line is None:  # not about a path we were given: a bug keeps its traceback
+            raise
+        log.error("%s", line)
+        return 2
+    options = pipeline_options(beam_args, args.verbose)
     try:
-        with output_folder.locked(out):
+        # Stopped from here on, the folder keeps what it had (a replacement that a crash
+        # left half-done, and that this run was finishing, is finished by the next run).
+        with output_folder.locked(out), lifecycle.on_interrupt(lambda: None,
+                                                              f"{out} is left as it was"):
             return _run_locked(plan, args, options, out)
-    except output_folder.OutputError as e:
+    except UserError as e:
         log.error("%s", e)
         return 2
+
+
+def _path_error(e: OSError) -> str | None:
+    """One line for an OSError about a path (an input, the metadata or the output folder
+    that could not be read or listed); None for one that names no path."""
+    if isinstance(e, BeamIOError):  # Beam's filesystems name the paths in the message
+        return one_line(e)
+    if e.filename is None:
+        return None
+    return f"{e.filename}: {one_line(e.strerror or e)}"
 
 
 def _run_locked(plan: Plan, args, options, out: str) -> int:
@@ -241,7 +297,9 @@ def _run_locked(plan: Plan, args, options, out: str) -> int:
         output_folder.remove_scratch(stale)
     staging = output_folder.make_scratch(out)
     try:
-        summary = _run_pipeline(plan, args, options, out, staging)
+        with lifecycle.on_interrupt(lambda: output_folder.remove_scratch(staging),
+                                    f"{out} is left as it was"):
+            summary = _run_pipeline(plan, args, options, out, staging)
     except PipelineFailed as e:
         log.error("%s", e)
         return 1
@@ -255,7 +313,8 @@ def _run_locked(plan: Plan, args, options, out: str) -> int:
 
 def _finalize_error(out: str, e: BaseException) -> str:
     """One line for an error while the new dataset was put in place."""
-    line = f"could not put the new dataset in place in {out}: {one_line(e)}"
+    line = (no_space_error(e, out)
+            or f"could not put the new dataset in place in {out}: {one_line(e)}")
     if output_folder.replacement_pending(out):
         line += ("; the old and new files are both kept, and the next run into this folder "
                  "finishes the replacement")
@@ -270,15 +329,20 @@ def _run_pipeline(plan: Plan, args, options, out: str, staging: str) -> dict:
              spec.sample_rate, spec.quantization, spec.bits, spec.chunk_samples,
              spec.context_samples, ", ".join(spec.genres))
     t0 = time.time()
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(runner=_local_runner(options, args.verbose), options=options)
     build(pipeline, plan, staging, args)
     try:
         state = pipeline.run()
         state.wait_until_finish()
     except Exception as e:  # the runner or the cluster failed: nothing is put in place
-        raise PipelineFailed(f"the pipeline failed on {_runner_name(options)}: "
-                             f"{_unreachable(e, options) or _error_with_cause(e)}") from e
+        raise PipelineFailed(
+            no_space_error(e, out)
+            or f"the pipeline failed on {_runner_name(options)}: "
+               f"{_unreachable(e, options) or _error_with_cause(e)}") from e
     _log_metrics(state)
+    # Putting the output in place is short, and stopping inside it would leave the
+    # replacement half-done for the next run: a stop signal waits for the run to end.
+    lifecycle.defer_interruption()
     return finalize(out, staging, spec, plan.songs, args, time.time() - t0, plan.report)
 
 
@@ -310,9 +374,41 @@ def build(pipeline, plan: Plan, staging: str, args):
     return outputs
 
 
-def _num_workers(options) -> int:
-    from apache_beam.options.pipeline_options import DirectOptions
+class _LocalRunner(FnApiRunner):
+    """Beam's FnApiRunner whose multi_processing workers end with this process and log as
+    it does (lifecycle.worker_command)."""
 
+    def __init__(self, verbose: bool = False):
+        super().__init__()
+        self._verbose = verbose
+
+    def run_pipeline(self, pipeline, options):
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode != "multi_processing":
+            return super().run_pipeline(pipeline, options)
+        self._default_environment = SubprocessSDKEnvironment.from_command_string(
+            lifecycle.worker_command(self._verbose))
+        # Beam's multi_processing branch would put its own worker command back; the mode
+        # does nothing else (the worker count is direct_num_workers).
+        direct.direct_running_mode = None
+        try:
+            return super().run_pipeline(pipeline, options)
+        finally:
+            direct.direct_running_mode = "multi_processing"
+
+
+def _local_runner(options, verbose: bool) -> FnApiRunner | None:
+    """Our FnApiRunner where the options name Beam's; None (the runner the options name)
+    for any other."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    if isinstance(runner, str) and runner.rsplit(".", 1)[-1] == "FnApiRunner":
+        return _LocalRunner(verbose)
+    return None
+
+
+def _num_workers(options) -> int:
     n = options.view_as(DirectOptions).direct_num_workers
     return n if n and n > 0 else (os.cpu_count() or 1)
 
@@ -506,6 +602,62 @@ def _job_failure(text: str) -> str | None:
     return f"job {job} {state}: {one_line(lines[-1] if lines else detail)}"
 
 
+# A no-space OSError in a traceback's text: its message, without the step Beam appends.
+_NO_SPACE_LINE = re.compile(r"(\[Errno (?:%s)\][^\n]*?)(?: \[while running '[^'\n]*'\])*\s*$"
+                            % "|".join(map(str, lifecycle.NO_SPACE_ERRNOS)), re.M)
+
+
+def no_space_error(e: BaseException, folder: str) -> str | None:
+    """One line for a full disk (or quota) anywhere in `e` (its causes, or the text of a
+    worker's traceback it carries) naming the filesystem and `folder`; None otherwise."""
+    detail, seen, x = None, set(), e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, OSError) and x.errno in lifecycle.NO_SPACE_ERRNOS:
+            detail = one_line(x)
+            break
+        found = _NO_SPACE_LINE.findall(str(x))
+        if found:
+            detail = one_line(found[-1])
+            break
+        x = x.__cause__ or x.__context__
+    if detail is None:
+        return None
+    return (f"no space left on the filesystem of {folder} ({_filesystem(folder)}): {detail}; "
+            "free some space or choose another --output_dir")
+
+
+def _filesystem(folder: str) -> str:
+    """Which filesystem holds `folder`: its device and mount point, as /proc/self/mounts
+    names them."""
+    if not is_local(folder):  # a bucket: its storage is the service's
+        return folder.split("/", 3)[2] if "://" in folder else folder
+    path = os.path.realpath(local_path(folder))
+    while not os.path.ismount(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    device = None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and _unescape_mount(fields[1]) == path:
+                    device = f"{fields[0]}, {fields[2]}"  # the last mount there is the one seen
+    except OSError:
+        pass
+    if device is None:
+        try:
+            st = os.stat(path)
+            device = f"device {os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+        except OSError:
+            device = "device unknown"
+    return f"{device}, mounted on {path}"
+
+
+def _unescape_mount(field: str) -> str:
+    """/proc/self/mounts writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def _by_id(r):
     return r["song_id"]
 
@@ -530,33 +682,26 @@ def _remove(path):
         log.warning("could not remove %s: %s", path, e)
 
 
-class _QuietBeam(logging.Filter):
-    """Keeps Beam's own chatter (worker start-up, optional-dependency notes) off screen."""
-
-    NOISE = ("apitools not found", "semi_persistent_directory", "Discarding unparseable args")
-    BEAM_DIR = os.path.dirname(beam.__file__) + os.sep
-
-    def filter(self, record):
-        if record.name.startswith("apache_beam") and record.levelno < logging.ERROR:
-            return False
-        # A portable job's own messages (Beam logs them through the root logger), failures
-        # included: a failed job is reported once, in one line, by run().
-        if record.pathname.startswith(self.BEAM_DIR) and "portability" in record.pathname:
-            return False
-        return not any(n in record.getMessage() for n in self.NOISE)
-
-
-def setup_logging():
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                           datefmt="%H:%M:%S"))
-    handler.addFilter(_QuietBeam())
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+def setup_logging(verbose: bool = False):
+    """wavegen's lines on stderr; Beam's own only with `verbose`."""
+    if not verbose:
+        lifecycle.quiet_stderr()  # the in-process harness (multi_threading) writes there
+    lifecycle.use_handler(lifecycle.log_handler(verbose))
 
 
 def main():
-    setup_logging()
-    sys.exit(run())
+    lifecycle.start_command()  # again, for callers that import this module
+    argv = sys.argv[1:]
+    args, _ = parse_args(argv)  # a bad command line ends here, with argparse's usage
+    setup_logging(args.verbose)
+    code = run(argv)
+    signum = lifecycle.pending_interruption()
+    if signum:
+        log.error("interrupted by %s while the run was putting its output in place in %s; "
+                  "it finished that first (see above)", lifecycle.signal_name(signum),
+                  args.output_dir)
+        code = 128 + signum
+    sys.exit(code)
 
 
 if __name__ == "__main__":
