@@ -246,8 +246,9 @@ def emit(level: int, message: str) -> None:
     for handler in handlers:
         if not isinstance(handler, _Held):
             handler.handle(record)
-    if not any(not isinstance(h, _Held) for h in handlers):
-        print(message, file=sys.stderr)
+    if not any(not isinstance(h, _Held) for h in handlers):  # before logging is set up
+        print(logging.Formatter(LOG_FORMAT, datefmt=LOG_DATEFMT).format(record),
+              file=sys.stderr)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

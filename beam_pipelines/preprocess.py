@@ -9,7 +9,8 @@ song_chunks.DEFAULT_SPLIT, ...).
 Inputs are audio files, folders, globs, zip archives (FMA's fma_*.zip) and URL lists
 (*.urls), mixed freely. Our flags are parsed with argparse; everything else is a Beam PipelineOptions flag. With
 no --runner, the pipeline runs locally on the FnApiRunner with one worker process per
-core (no network needed). DIR ends up a TFDS dataset directory:
+core (no network needed); the workers end with the pipeline process, and SIGTERM or Ctrl-C
+stops the run in one line, the output folder as it was (see `lifecycle`). DIR ends up a TFDS dataset directory:
 `tfds.builder_from_directory(DIR)`, with `metadata.json` holding the audio facts,
 `failed.jsonl` the songs that were not written and why, and `summary.json` the counts.
 """
