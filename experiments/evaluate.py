@@ -11,18 +11,30 @@ first). See wavegen.training.evaluation.
 
 import logging
 import os
+import signal
 import sys
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Ctrl-C (SIGINT) and SIGTERM end the command with one line and the usual status, 128 +
+# the signal's number, from here on: never a traceback of whatever was running (an
+# import, a compile, a read).
+def _stop(signum, frame):
+    what = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "stopped by SIGTERM"
+    os.write(2, f"{what}: evaluation stopped; no report was written\n".encode())
+    raise SystemExit(128 + signum)
+
+
+signal.signal(signal.SIGINT, _stop)
+signal.signal(signal.SIGTERM, _stop)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from omegaconf.errors import MissingMandatoryValue  # noqa: E402
 
 from experiments import hydra_schema as schema  # noqa: E402
-from wavegen.data.dataset import DatasetError  # noqa: E402
-from wavegen.training import checkpoints as ckpt_lib  # noqa: E402
+from wavegen.errors import UserError  # noqa: E402
 from wavegen.training import evaluation  # noqa: E402
 
 schema.register_evaluate()
@@ -35,11 +47,8 @@ def main(cfg: DictConfig) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         report = evaluation.evaluate_checkpoint(schema.to_eval_config(cfg))
-    except MissingMandatoryValue as e:
-        log.error("missing a required setting: %s (e.g. %s=...)", e.full_key, e.full_key)
-        sys.exit(1)
-    except (evaluation.EvaluationError, ckpt_lib.CheckpointError, DatasetError) as e:
-        log.error("%s", e)
+    except (MissingMandatoryValue, UserError) as e:  # anything else is a bug: its traceback
+        log.error("%s", schema.one_line_error(e))
         sys.exit(1)
     log.info("%s", evaluation.format_report(report))
 

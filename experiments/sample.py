@@ -13,20 +13,35 @@ each genre, reference_000.wav ..., when the run's dataset is at hand).
 
 import logging
 import os
+import signal
 import sys
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import hydra
-from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
+# Ctrl-C (SIGINT) and SIGTERM end the command with one line and the usual status, 128 +
+# the signal's number, from here on: never a traceback of whatever was running (an
+# import, a compile, a read).
+def _stop(signum, frame):
+    what = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "stopped by SIGTERM"
+    os.write(2, f"{what}: sampling stopped; the files written so far are incomplete\n".encode())
+    raise SystemExit(128 + signum)
 
-from experiments import hydra_schema as schema
-from wavegen import runtime
-from wavegen.generation import sampler
+
+signal.signal(signal.SIGINT, _stop)
+signal.signal(signal.SIGTERM, _stop)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from omegaconf.errors import MissingMandatoryValue  # noqa: E402
+
+from experiments import hydra_schema as schema  # noqa: E402
+from wavegen import runtime  # noqa: E402
+from wavegen.errors import UserError  # noqa: E402
+from wavegen.generation import sampler  # noqa: E402
 
 schema.register_sample()
+schema.expand_user_in_argv()
 log = logging.getLogger("wavegen.sample")
 
 
@@ -39,16 +54,13 @@ def main(cfg: DictConfig) -> None:
         # Before the first JAX operation: XLA:CPU sizes its thread pool then.
         runtime.limit_cpu_threads(sample_cfg.cpu_threads)
         result = sampler.run_sampling(sample_cfg)
-    except MissingMandatoryValue as e:
-        log.error("missing a required setting: %s (e.g. %s=...)", e.full_key, e.full_key)
-        sys.exit(1)
-    except sampler.SamplingError as e:
-        log.error("%s", e)
+    except (MissingMandatoryValue, UserError) as e:  # anything else is a bug: its traceback
+        log.error("%s", schema.one_line_error(e))
         sys.exit(1)
     log.info("%d streams of %.1f s from step %d (%s) at %.0f samples/s -> %s",
              result["num_streams"], result["samples_per_stream"] / result["sample_rate"],
              result["checkpoint_step"], "EMA" if result["use_ema"] else "as trained",
-             result["samples_per_s"], cfg.output_dir + "/index.html")
+             result["samples_per_s"], os.path.join(sample_cfg.output_dir, "index.html"))
     check = result.get("genre_check") or {}
     if check.get("samples_accuracy") is not None:
         log.info("genre check: the classifier names the genre of %.0f%% of the samples' "

@@ -11,6 +11,7 @@ Running the same command on the same run directory resumes from its latest check
 
 import logging
 import os
+import signal
 import sys
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -22,6 +23,20 @@ from wavegen.runtime import reexec_with_hugepage_malloc
 
 reexec_with_hugepage_malloc()
 
+# Ctrl-C (SIGINT), and SIGTERM until training installs its own handler (which saves a
+# checkpoint first), end the command with one line and the usual status, 128 + the
+# signal's number, from here on: never a traceback of whatever was running (an import, a
+# compile, a read).
+def _stop(signum, frame):
+    what = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "stopped by SIGTERM"
+    os.write(2, f"{what}: training stopped; the same command resumes from the latest "
+                "checkpoint\n".encode())
+    raise SystemExit(128 + signum)
+
+
+signal.signal(signal.SIGINT, _stop)
+signal.signal(signal.SIGTERM, _stop)
+
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
@@ -29,9 +44,11 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import MissingMandatoryValue  # noqa: E402
 
 from experiments import hydra_schema as schema  # noqa: E402
+from wavegen.errors import UserError  # noqa: E402
 from wavegen.training import loop as trainer  # noqa: E402
 
 schema.register()
+schema.expand_user_in_argv()
 log = logging.getLogger("wavegen.train")
 
 
@@ -51,11 +68,8 @@ def main(cfg: DictConfig) -> float | None:
                 "on every host): the default is a timestamp, different on each host")
         model_cfg, optim_cfg, data, run = schema.to_train_job(cfg)
         summary = trainer.train_and_evaluate(model_cfg, optim_cfg, data, run, workdir)
-    except (MissingMandatoryValue, trainer.TrainingError, ValueError) as e:
-        if isinstance(e, MissingMandatoryValue):
-            log.error("missing a required setting: %s (e.g. %s=...)", e.full_key, e.full_key)
-        else:
-            log.error("%s", e)
+    except (MissingMandatoryValue, UserError) as e:  # anything else is a bug: its traceback
+        log.error("%s", schema.one_line_error(e))
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return float("nan")  # this job failed; the sweep goes on (and says so)
         sys.exit(1)

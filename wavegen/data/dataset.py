@@ -189,7 +189,10 @@ class Dataset:
 
 def open_dataset(data_dir: str) -> Dataset:
     """Opens a dataset directory once: its spec (metadata.json) and TFDS builder, with
-    one clear error if it is not a complete wavegen dataset."""
+    one clear error if it is not a complete wavegen dataset: every shard that
+    dataset_info.json lists is there with a plausible size, and the first record of each
+    split has the declared chunk length. A record damaged later in a shard is named when
+    it is read (`input_pipeline.reading`)."""
     spec = load_dataset_spec(data_dir)
     import tensorflow_datasets as tfds
 
@@ -199,7 +202,143 @@ def open_dataset(data_dir: str) -> Dataset:
         raise DatasetError(f"{data_dir}: unreadable TFDS metadata ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''})") from e
     check_features(data_dir, spec, builder.info.features)
-    return Dataset(dir=data_dir, spec=spec, builder=builder)
+    dataset = Dataset(dir=data_dir, spec=spec, builder=builder)
+    check_shards(dataset)
+    check_first_records(dataset)
+    return dataset
+
+
+# TFRecord framing around each record's data: its length (8 bytes) and the length's CRC
+# (4), then the data's CRC (4).
+RECORD_FRAMING = 16
+
+
+def _file_size(path: str) -> int | None:
+    """The size of a local or remote file, or None when it does not exist."""
+    if paths.is_local(path):
+        try:
+            return os.path.getsize(paths.local_path(path))
+        except FileNotFoundError:
+            return None
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        return None
+    return tf.io.gfile.stat(path).length
+
+
+def split_shards(dataset: "Dataset", split: str) -> list[tuple[str, int]]:
+    """(path, records) of every shard of `split` that dataset_info.json lists."""
+    info = dataset.builder.info.splits[split]
+    return [(str(p), int(n)) for p, n in zip(info.filepaths, info.shard_lengths)]
+
+
+def check_shards(dataset: "Dataset") -> None:
+    """Every shard dataset_info.json lists exists and is big enough for its records (each
+    holds at least a chunk's audio bytes plus the TFRecord framing), and each split's
+    shards add up to the bytes dataset_info.json records: a deleted or truncated shard is
+    named when the dataset is opened, not after training steps have run."""
+    spec = dataset.spec
+    least_per_record = RECORD_FRAMING + spec.chunk_samples * spec.dtype.itemsize
+    for split, info in sorted(dataset.builder.info.splits.items()):
+        shards = split_shards(dataset, split)
+        total = 0
+        for path, records in shards:
+            size = _file_size(path)
+            if size is None:
+                raise DatasetError(
+                    f"{path}: missing shard ({dataset.dir}/{INFO_FILE} lists "
+                    f"{len(shards)} shard(s) of split {split!r}); re-run the pipeline or "
+                    "restore the file")
+            least = records * least_per_record
+            if size < least:
+                raise DatasetError(
+                    f"{path}: truncated shard: {size} bytes, but its {records} records of "
+                    f"{spec.chunk_samples}-sample chunks need at least {least}; re-run the "
+                    "pipeline or restore the file")
+            total += size
+        recorded = int(info.num_bytes or 0)
+        if recorded and total != recorded:
+            names = ", ".join(os.path.basename(p) for p, _ in shards)
+            raise DatasetError(
+                f"{dataset.dir}: the {split!r} shard(s) ({names}) hold {total} bytes, "
+                f"{INFO_FILE} records {recorded}: a shard was truncated or replaced; re-run "
+                "the pipeline or restore the files")
+
+
+def _audio_lengths(records):
+    """The audio feature's byte length of each serialized example in `records` (a batch
+    of strings), as a numpy array."""
+    import tensorflow as tf
+
+    parsed = tf.io.parse_example(records, {"audio": tf.io.FixedLenFeature([], tf.string)})
+    return tf.strings.length(parsed["audio"]).numpy()
+
+
+def _length_problem(dataset: "Dataset", path: str, index: int, length: int) -> str:
+    spec = dataset.spec
+    return (f"{path}: record {index} holds {length // spec.dtype.itemsize} audio samples, "
+            f"but {dataset.dir}/metadata.json and features.json declare chunk_samples="
+            f"{spec.chunk_samples}; the metadata was edited or the shard belongs to another "
+            "dataset: re-run the pipeline")
+
+
+def check_first_records(dataset: "Dataset") -> None:
+    """The first record of each split holds a chunk of the declared length: metadata.json
+    and features.json edited together cannot agree with each other and not with the
+    data. Reads one record per split."""
+    import tensorflow as tf
+
+    expected = dataset.spec.chunk_samples * dataset.spec.dtype.itemsize
+    for split in sorted(dataset.builder.info.splits.keys()):
+        for path, records in split_shards(dataset, split):
+            if records == 0:
+                continue
+            try:
+                first = [r for r in tf.data.TFRecordDataset(path).take(1)]
+            except tf.errors.OpError as e:
+                raise DatasetError(f"{path}: unreadable shard ({_tf_message(e)}); re-run "
+                                   "the pipeline or restore the file") from None
+            if first:
+                length = int(_audio_lengths(tf.stack(first))[0])
+                if length != expected:
+                    raise DatasetError(_length_problem(dataset, path, 0, length))
+            break
+
+
+def _tf_message(error) -> str:
+    """A TensorFlow error's own message, without the op's decoration."""
+    text = getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{[^}]*\}\}", "", text)
+    return " ".join(text.split("[Op:")[0].split()) or type(error).__name__
+
+
+def find_bad_shard(dataset: "Dataset", split: str) -> str | None:
+    """Reads every record of the split, shard by shard, checking each record's checksums
+    and its audio length: one line naming the first shard at fault, or None when every
+    record reads back well. For after a read failed (it reads the whole split)."""
+    import tensorflow as tf
+
+    expected = dataset.spec.chunk_samples * dataset.spec.dtype.itemsize
+    for path, records in split_shards(dataset, split):
+        seen = 0
+        try:
+            for batch in tf.data.TFRecordDataset(path).batch(256):
+                lengths = _audio_lengths(batch)
+                bad = np.flatnonzero(lengths != expected)
+                if bad.size:
+                    return _length_problem(dataset, path, seen + int(bad[0]),
+                                           int(lengths[bad[0]]))
+                seen += len(lengths)
+        except tf.errors.NotFoundError:
+            return f"{path}: missing shard (deleted while the dataset was read)"
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            return (f"{path}: corrupt record ({_tf_message(e)}; a checksum mismatch or a "
+                    "record cut short); re-run the pipeline or restore the file")
+        if seen != records:
+            return (f"{path}: {seen} records, {dataset.dir}/{INFO_FILE} lists {records}; "
+                    "re-run the pipeline or restore the file")
+    return None
 
 
 def check_features(data_dir: str, spec: DatasetSpec, feats) -> None:

@@ -42,13 +42,16 @@ Multi-host: each process reads its own `tfds.even_splits` part of the split
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import os
 from collections.abc import Iterator
 
 import numpy as np
 
-from wavegen.data.dataset import Dataset, DatasetSpec
+from wavegen.data.dataset import Dataset, DatasetError, DatasetSpec, find_bad_shard
+from wavegen.errors import UserError
 
 
 def _tf():
@@ -81,15 +84,15 @@ class Window:
         if rf < 1:
             raise ValueError(f"receptive_field must be >= 1, got {rf}")
         if rf > spec.context_samples:
-            raise ValueError(
+            raise UserError(
                 f"the model's receptive field of {rf} samples "
                 f"({1000.0 * rf / spec.sample_rate:.1f} ms at {spec.sample_rate} Hz) exceeds "
                 f"the dataset's context of {spec.context_samples} samples per chunk: the "
                 f"first targets of a chunk would lack context (re-run the pipeline with "
                 f"--context_samples >= {rf}, or use a smaller model)")
         if self.targets is not None and not 0 < self.targets <= spec.target_samples:
-            raise ValueError(f"train.targets must be in 1..{spec.target_samples} (the "
-                             f"chunk's target samples), got {self.targets}")
+            raise UserError(f"train.targets must be in 1..{spec.target_samples} (the "
+                            f"chunk's target samples), got {self.targets}")
 
     @property
     def train_targets(self) -> int:
@@ -113,6 +116,23 @@ class Window:
     @property
     def eval_start(self) -> int:
         return self.spec.context_samples - self.receptive_field
+
+
+@contextlib.contextmanager
+def reading(dataset: Dataset, split: str):
+    """Turns TensorFlow's read failures of a split (a corrupt or cut-short record, a
+    record of another length, a shard gone) into one DatasetError naming the shard: TF's
+    own errors name only a byte offset. Only a failure the shards explain is turned;
+    anything else keeps its traceback."""
+    tf = _tf()
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+            tf.errors.NotFoundError) as e:
+        problem = find_bad_shard(dataset, split.split("[")[0])
+        if problem is None:
+            raise
+        raise DatasetError(problem) from e
 
 
 def _local_devices(num_devices: int | None) -> int:
@@ -161,17 +181,25 @@ def load_split(dataset: Dataset, split: str, *, shuffle_files: bool = False, see
 class BatchIterator:
     """Numpy batches from a tf.data pipeline, with checkpointable position (see module doc)."""
 
-    def __init__(self, dataset, spec: DatasetSpec, window: int):
+    def __init__(self, dataset, spec: DatasetSpec, window: int,
+                 source: tuple[Dataset, str] | None = None):
         self._dataset = dataset
         self._it = iter(dataset)
         self.spec = spec
         self.window = window
+        self._source = source  # (dataset, split) read: names the shard of a read failure
+
+    def _next(self):
+        if self._source is None:
+            return next(self._it)
+        with reading(*self._source):
+            return next(self._it)
 
     def __iter__(self) -> "BatchIterator":
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        batch = next(self._it)
+        batch = self._next()
         return {k: v.numpy() for k, v in batch.items()}
 
     def save(self, prefix: str) -> str:
@@ -191,7 +219,7 @@ class BatchIterator:
     def skip_batches(self, n: int) -> None:
         """Advances by n batches (reads them): the replay route to a position."""
         for _ in range(n):
-            next(self._it)
+            self._next()
 
 
 def _check_batch(per_device_batch: int) -> None:
@@ -229,7 +257,7 @@ def train_batches(dataset: Dataset, window: Window, *, per_device_batch: int, se
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate().map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(per_device_batch, drop_remainder=True).batch(devices, drop_remainder=True)
-    return BatchIterator(ds.prefetch(prefetch), dataset.spec, length)
+    return BatchIterator(ds.prefetch(prefetch), dataset.spec, length, (dataset, split))
 
 
 def eval_batches(dataset: Dataset, window: Window, *, per_device_batch: int,
@@ -260,8 +288,13 @@ def eval_batches(dataset: Dataset, window: Window, *, per_device_batch: int,
     ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     full = devices * per_device_batch
     ds = ds.batch(full).prefetch(2)
-    for i, batch in enumerate(ds):
+    it = iter(ds)
+    for i in itertools.count():
         if max_batches is not None and i >= max_batches:
+            return
+        with reading(dataset, split):
+            batch = next(it, None)
+        if batch is None:
             return
         arrays = {k: v.numpy() for k, v in batch.items()}
         n = len(arrays["audio"])
@@ -288,7 +321,8 @@ def bin_histogram(dataset: Dataset, split: str, *, process_index: int | None = 0
     ds = ds.map(lambda ex: tf.math.bincount(tf.cast(ex["audio"][context:], tf.int32),
                                             minlength=k, maxlength=k, dtype=tf.int64),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.reduce(tf.zeros([k], tf.int64), lambda a, b: a + b).numpy()
+    with reading(dataset, split):
+        return ds.reduce(tf.zeros([k], tf.int64), lambda a, b: a + b).numpy()
 
 
 def entropy_bits(counts: np.ndarray) -> float:

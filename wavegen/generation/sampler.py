@@ -29,6 +29,7 @@ from wavegen.model import wavenet as model_lib
 from wavegen.progress import progress_bar
 from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import metrics as run_metrics
+from wavegen.training import resources
 from wavegen.errors import UserError
 
 log = logging.getLogger("wavegen.sample")
@@ -227,6 +228,10 @@ def run_sampling(cfg: SampleConfig) -> dict:
     if length < 1:
         raise SamplingError(f"seconds={cfg.seconds} is less than one sample at "
                             f"{spec.sample_rate} Hz")
+    # Before any generation: a length that cannot be held or written is refused now, not
+    # after days of generating.
+    resources.check_sampling_fits(len(genres), length, cfg.seconds, spec.sample_rate,
+                                  cfg.output_dir)
     genre_idx = None if genres[0] is None else np.array(
         [spec.genre_index(g) for g in genres], np.int32)
     os.makedirs(cfg.output_dir, exist_ok=True)

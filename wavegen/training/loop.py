@@ -19,7 +19,9 @@ Resuming: when `workdir` has checkpoints (or `resume=True`), the latest is resto
 parameters, optimizer state, EMA, step, RNG and the data iterator's position, plus the
 partial window of not-yet-logged training metrics, so the resumed run logs exactly what an
 uninterrupted one would (on CPU: bitwise; tests/test_experiments.py checks it). SIGTERM
-saves a checkpoint and exits with status 143. A non-finite loss stops the run naming the
+saves a checkpoint and exits with status 143 (one arriving before the session's first step
+has nothing new to save, and exits so at once). A batch that cannot fit the machine's
+memory is refused at set-up (`wavegen.training.resources`). A non-finite loss stops the run naming the
 step; no checkpoint is written from a non-finite state.
 """
 
@@ -41,6 +43,7 @@ from wavegen.data.dataset import Dataset, open_dataset
 from wavegen.model import wavenet as model_lib
 from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import metrics as run_metrics
+from wavegen.training import resources
 from wavegen.progress import progress_bar
 from wavegen.training import steps as train_lib
 from wavegen.errors import UserError
@@ -75,7 +78,8 @@ class DataConfig:
 
     def __post_init__(self):
         if not isinstance(self.shuffle_buffer, int) or self.shuffle_buffer < 1:
-            raise ValueError(f"data.shuffle_buffer must be >= 1, got {self.shuffle_buffer!r}")
+            raise TrainingError(f"data.shuffle_buffer must be >= 1, got "
+                                f"{self.shuffle_buffer!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,18 +109,20 @@ class RunConfig:
         for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every",
                      "keep_checkpoints"):
             if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+                raise TrainingError(f"train.{name} must be >= 1, got "
+                                    f"{getattr(self, name)}")
         for name in ("eval_batches", "eval_batch_size", "targets", "device_count",
                      "num_processes"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"train.{name} must be >= 1 or null, got {value}")
+                raise TrainingError(f"train.{name} must be >= 1 or null, got {value}")
         if self.process_id is not None and self.process_id < 0:
-            raise ValueError(f"train.process_id must be >= 0 or null, got {self.process_id}")
+            raise TrainingError(f"train.process_id must be >= 0 or null, got "
+                                f"{self.process_id}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes)
                                                  and self.max_minutes > 0):
-            raise ValueError(f"train.max_minutes must be a positive number of minutes or null, "
-                             f"got {self.max_minutes}")
+            raise TrainingError(f"train.max_minutes must be a positive number of minutes or "
+                                f"null, got {self.max_minutes}")
 
     @property
     def global_eval_batch(self) -> int:
@@ -317,19 +323,26 @@ class _Progress:
 def train_and_evaluate(model_cfg: model_lib.ModelConfig, optim_cfg: train_lib.OptimConfig,
                        data: DataConfig, run: RunConfig, workdir: str) -> dict:
     """Trains (or resumes) one run in `workdir`; returns the final summary."""
-    setup = _set_up(model_cfg, optim_cfg, data, run, workdir)
-    progress = _start(setup)
-    metrics_log = _MetricsLog(workdir, setup.is_main)
-    if progress.step > 0:
-        metrics_log.truncate_after(progress.step)
-    bar = _progress_bar(run, progress.step, setup.is_main)
-    try:
-        _train(setup, progress, metrics_log, bar)
-    finally:
-        if bar is not None:
-            bar.close()
-        metrics_log.close()
-        setup.ckpts.close()
+    # SIGTERM is turned into a flag from the start: one arriving during set-up (opening
+    # the dataset, restoring) ends the run before its first step, with nothing to save.
+    with _SigTerm() as sigterm:
+        setup = _set_up(model_cfg, optim_cfg, data, run, workdir)
+        try:
+            progress = _start(setup)
+        except BaseException:
+            setup.ckpts.close()
+            raise
+        metrics_log = _MetricsLog(workdir, setup.is_main)
+        if progress.step > 0:
+            metrics_log.truncate_after(progress.step)
+        bar = _progress_bar(run, progress.step, setup.is_main)
+        try:
+            _train(setup, progress, metrics_log, bar, sigterm)
+        finally:
+            if bar is not None:
+                bar.close()
+            metrics_log.close()
+            setup.ckpts.close()
     return _summarize(setup, progress)
 
 
@@ -341,12 +354,21 @@ def _set_up(model_cfg, optim_cfg, data: DataConfig, run: RunConfig, workdir: str
     devices = pick_devices(run)
     try:
         dataset = open_dataset(data.dir)
-        model_cfg = model_lib.for_dataset(model_cfg, dataset.spec)
+        try:
+            model_cfg = model_lib.for_dataset(model_cfg, dataset.spec)
+        except ValueError as e:  # its refusals of a model that does not fit the dataset
+            raise TrainingError(str(e)) from e
         window = input_pipeline.Window(dataset.spec, model_lib.receptive_field(model_cfg),
                                        run.targets)
         dataset.check_splits(data.train_split, data.eval_split)
-    except ValueError as e:  # DatasetError and incompatibilities
+    except UserError as e:  # DatasetError and model/dataset mismatches; bugs keep theirs
         raise TrainingError(str(e)) from e
+    per_device = run.batch_size // (len(devices) * jax.process_count())
+    per_device_eval = run.global_eval_batch // (len(devices) * jax.process_count())
+    resources.check_training_fits(
+        model_cfg, devices, batch_size=run.batch_size, eval_batch_size=run.global_eval_batch,
+        per_device_batch=per_device, train_length=window.train_length,
+        per_device_eval_batch=per_device_eval, eval_length=window.eval_length)
     os.makedirs(workdir, exist_ok=True)
     stream = {"batch_size": run.batch_size, "seed": run.seed,
               "targets": window.train_targets, "shuffle_buffer": data.shuffle_buffer,
@@ -403,7 +425,8 @@ def _start(setup: _Setup) -> _Progress:
                      last_log_step=step - len(window.bits), spent_before=spent_before)
 
 
-def _train(setup: _Setup, progress: _Progress, metrics_log: _MetricsLog, bar) -> None:
+def _train(setup: _Setup, progress: _Progress, metrics_log: _MetricsLog, bar,
+           sigterm: _SigTerm) -> None:
     """The step loop: steps until train.steps, the time budget (then ends as at
     train.steps) or SIGTERM; logs, evaluates and saves at its log points."""
     run = setup.run
@@ -414,44 +437,47 @@ def _train(setup: _Setup, progress: _Progress, metrics_log: _MetricsLog, bar) ->
         log.info("the time budget (train.max_minutes=%g) was spent by earlier sessions",
                  run.max_minutes)
         return
+    if _agree(sigterm.requested)[0]:
+        log.warning("SIGTERM before the first step of this session: nothing new to save "
+                    "(step %d); exiting", progress.step)
+        raise Preempted(progress.step)
     p_train = train_lib.make_p_train_step(setup.graphdef, setup.optim_cfg)
     evaluator = _Evaluator(setup)
     t_window = time.perf_counter()
-    with _SigTerm() as sigterm:
-        while progress.step < run.steps:
-            progress.rstate, metrics = p_train(progress.rstate, next(progress.batches))
-            progress.window.pending.append(metrics)
-            progress.step += 1
-            if budget_s is not None and len(progress.window.pending) > 1:
-                # Keep one step in flight, not a log window's worth: the clock must see
-                # the work done, or the budget is overrun by the queued steps' time.
-                jax.block_until_ready(progress.window.pending[-2])
-            if bar is not None:
-                bar.update(1)
-            step = progress.step
-            stop, budget_end = _agree(sigterm.requested, progress.out_of_time(setup))
-            end = step == run.steps or budget_end
-            is_eval = step % run.eval_every == 0 or end
-            is_ckpt = step % run.checkpoint_every == 0 or end
-            if not (step % run.log_every == 0 or is_eval or is_ckpt or stop):
-                continue
-            jax.block_until_ready(progress.rstate.params)
-            progress.window.seconds += time.perf_counter() - t_window
-            progress.window.flush(progress.last_log_step + len(progress.window.bits) + 1)
-            val_bits = None
-            if step % run.log_every == 0 or is_eval:
-                val_bits = _log_point(setup, progress, evaluator, metrics_log, bar, is_eval)
-                is_ckpt = is_ckpt or progress.history["best_step"] == step  # keep the best
-            if is_ckpt or stop:
-                _save(setup, progress, val_bits)
-            if stop:
-                log.warning("SIGTERM: saved a checkpoint at step %d; exiting", step)
-                raise Preempted(step)
-            if budget_end:
-                progress.stopped_by = "budget"
-                log.info("time budget of %g minutes spent at step %d", run.max_minutes, step)
-                return
-            t_window = time.perf_counter()
+    while progress.step < run.steps:
+        progress.rstate, metrics = p_train(progress.rstate, next(progress.batches))
+        progress.window.pending.append(metrics)
+        progress.step += 1
+        if budget_s is not None and len(progress.window.pending) > 1:
+            # Keep one step in flight, not a log window's worth: the clock must see
+            # the work done, or the budget is overrun by the queued steps' time.
+            jax.block_until_ready(progress.window.pending[-2])
+        if bar is not None:
+            bar.update(1)
+        step = progress.step
+        stop, budget_end = _agree(sigterm.requested, progress.out_of_time(setup))
+        end = step == run.steps or budget_end
+        is_eval = step % run.eval_every == 0 or end
+        is_ckpt = step % run.checkpoint_every == 0 or end
+        if not (step % run.log_every == 0 or is_eval or is_ckpt or stop):
+            continue
+        jax.block_until_ready(progress.rstate.params)
+        progress.window.seconds += time.perf_counter() - t_window
+        progress.window.flush(progress.last_log_step + len(progress.window.bits) + 1)
+        val_bits = None
+        if step % run.log_every == 0 or is_eval:
+            val_bits = _log_point(setup, progress, evaluator, metrics_log, bar, is_eval)
+            is_ckpt = is_ckpt or progress.history["best_step"] == step  # keep the best
+        if is_ckpt or stop:
+            _save(setup, progress, val_bits)
+        if stop:
+            log.warning("SIGTERM: saved a checkpoint at step %d; exiting", step)
+            raise Preempted(step)
+        if budget_end:
+            progress.stopped_by = "budget"
+            log.info("time budget of %g minutes spent at step %d", run.max_minutes, step)
+            return
+        t_window = time.perf_counter()
 
 
 class _Evaluator:

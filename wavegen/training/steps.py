@@ -30,6 +30,7 @@ from flax import nnx, struct
 
 from wavegen.data import input_pipeline
 from wavegen.data.dataset import Dataset
+from wavegen.errors import UserError
 from wavegen.model.losses import LN2
 from wavegen.model.wavenet import ModelConfig, WaveNet, receptive_field
 
@@ -74,26 +75,26 @@ class OptimConfig:
             if name == "end_lr" and (value is None or value == 0):
                 continue
             if not (_finite(value) and value > 0):
-                raise ValueError(f"optim.{name} must be a positive finite number, got {value!r}")
+                raise UserError(f"optim.{name} must be a positive finite number, got {value!r}")
         for name in ("weight_decay", "clip_norm"):
             value = getattr(self, name)
             if not (_finite(value) and value >= 0):
-                raise ValueError(f"optim.{name} must be a finite number >= 0, got {value!r}")
+                raise UserError(f"optim.{name} must be a finite number >= 0, got {value!r}")
         for name in ("b1", "b2", "ema_decay"):
             value = getattr(self, name)
             if not (_finite(value) and 0 <= value < 1):
-                raise ValueError(f"optim.{name} must be in [0, 1), got {value!r}")
+                raise UserError(f"optim.{name} must be in [0, 1), got {value!r}")
         if self.total_steps is not None and self.total_steps < 1:
-            raise ValueError(f"optim.total_steps must be >= 1 (or null: train.steps), "
-                             f"got {self.total_steps}")
+            raise UserError(f"optim.total_steps must be >= 1 (or null: train.steps), "
+                            f"got {self.total_steps}")
         if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError(f"optim.warmup_steps must be >= 0 (or null: automatic), "
-                             f"got {self.warmup_steps}")
+            raise UserError(f"optim.warmup_steps must be >= 0 (or null: automatic), "
+                            f"got {self.warmup_steps}")
         if (self.warmup_steps is not None and self.total_steps is not None
                 and self.warmup_steps >= self.total_steps):
-            raise ValueError(f"optim.warmup_steps={self.warmup_steps} must be less than "
-                             f"optim.total_steps={self.total_steps} (the schedule's length; "
-                             "null: train.steps); lower optim.warmup_steps or leave it null")
+            raise UserError(f"optim.warmup_steps={self.warmup_steps} must be less than "
+                            f"optim.total_steps={self.total_steps} (the schedule's length; "
+                            "null: train.steps); lower optim.warmup_steps or leave it null")
 
     def for_run(self, steps: int) -> "OptimConfig":
         """total_steps and warmup_steps filled for a run of `steps` steps."""
