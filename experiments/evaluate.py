@@ -11,23 +11,15 @@ first). See wavegen.training.evaluation.
 
 import logging
 import os
-import signal
 import sys
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Ctrl-C (SIGINT) and SIGTERM end the command with one line and the usual status, 128 +
-# the signal's number, from here on: never a traceback of whatever was running (an
-# import, a compile, a read).
-def _stop(signum, frame):
-    what = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "stopped by SIGTERM"
-    os.write(2, f"{what}: evaluation stopped; no report was written\n".encode())
-    raise SystemExit(128 + signum)
+# Ctrl-C and SIGTERM end the command with one line from here on.
+from experiments.stop_signals import end_in_one_line  # noqa: E402
 
-
-signal.signal(signal.SIGINT, _stop)
-signal.signal(signal.SIGTERM, _stop)
+end_in_one_line("evaluation stopped; its report is written only when it completes")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

@@ -11,7 +11,6 @@ Running the same command on the same run directory resumes from its latest check
 
 import logging
 import os
-import signal
 import sys
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -23,19 +22,11 @@ from wavegen.runtime import reexec_with_hugepage_malloc
 
 reexec_with_hugepage_malloc()
 
-# Ctrl-C (SIGINT), and SIGTERM until training installs its own handler (which saves a
-# checkpoint first), end the command with one line and the usual status, 128 + the
-# signal's number, from here on: never a traceback of whatever was running (an import, a
-# compile, a read).
-def _stop(signum, frame):
-    what = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "stopped by SIGTERM"
-    os.write(2, f"{what}: training stopped; the same command resumes from the latest "
-                "checkpoint\n".encode())
-    raise SystemExit(128 + signum)
+# Ctrl-C and SIGTERM end the command with one line from here on (training's own
+# SIGTERM handler, which saves a checkpoint first, takes over while it steps).
+from experiments.stop_signals import end_in_one_line  # noqa: E402
 
-
-signal.signal(signal.SIGINT, _stop)
-signal.signal(signal.SIGTERM, _stop)
+end_in_one_line("training stopped; the same command resumes from the latest checkpoint")
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
