@@ -115,10 +115,8 @@ def train_step(d: str, data: str, steps: int | None, real: bool,
 # Sampling in the demo. Temperature 0.8 rather than the model's own distribution (1.0):
 # after a CPU budget's few hundred steps, a temperature-1 sample spends much of its
 # probability on the noise floor every bin keeps, and all three genres come out as the
-# same hiss; below 1 the tonal, rhythmic part the model has learnt stands out. On a demo
-# checkpoint (457 steps), the genre check named 47% of the 1 s windows right at 1.0, 69% at
-# 0.9, 67% at 0.8 and 75% at 0.7 (chance 33%, real audio 100%); 0.8 keeps some of the
-# texture. Two 4 s streams per genre give the check 24 windows.
+# same hiss; below 1 the tonal, rhythmic part the model has learnt stands out, and 0.8
+# keeps some of the texture. Two 4 s streams per genre give the genre check 24 windows.
 DEMO_TEMPERATURE = 0.8
 DEMO_STREAMS_PER_GENRE = 2
 

@@ -55,10 +55,8 @@ def limit_cpu_threads(n: int | None) -> list[int] | None:
     with os.sched_setaffinity where it should use every core).
 
     Why: cached generation runs a few hundred tiny operations per sample, one after the
-    other, too small to split over cores. Measured on the development machine
-    (2-core EPYC, 2026-12-01, quiet), `small` at batch 1 ran at 24.8k to 25.9k samples/s
-    on one thread and at 19.3k to 21.7k on two (`make bench` measures both in the same
-    run).
+    other, too small to split over cores, and a second thread only adds hand-offs
+    (`make bench` measures one thread against every core in the same run).
     """
     if n is None:
         return None

@@ -62,9 +62,8 @@ class SampleConfig:
     references: bool = True  # a real validation song per genre on the page
     genre_check: bool = True  # name the samples' genres with a classifier (samples.json)
     # XLA:CPU threads of the sampling process (`wavegen.runtime.limit_cpu_threads`, which
-    # the command applies before JAX starts); None: every core. On the 2-core development
-    # VM one thread ran `small` at batch 1 at 25.9k samples/s against 21.2k on both, and
-    # `medium` within 6% either way (`make bench` measures both in the same run).
+    # the command applies before JAX starts); None: every core. One thread by default:
+    # a cached step is too small to split over cores (`make bench` compares the two).
     cpu_threads: int | None = 1
 
     def __post_init__(self):

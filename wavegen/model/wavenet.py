@@ -431,7 +431,7 @@ class WaveNet(nnx.Module):
         self.head_bias1 = nnx.Param(jnp.zeros((s,), jnp.float32))
         # Scaled down 100x: the untrained model predicts almost exactly the head's bias (a
         # uniform distribution), not ~0.8 bits worse than uniform, and learns much faster
-        # per step from there (issue 12.10); not zero, so every input still reaches it.
+        # per step from there; not zero, so every input still reaches it.
         self.head_kernel2 = nnx.Param(_normal(rngs, (s, cfg.out_channels), fan_in=s,
                                               scale=0.01))
         self.head_bias2 = nnx.Param(jnp.zeros((cfg.out_channels,), jnp.float32))
