@@ -10,22 +10,17 @@ real validation windows; run on generated samples it says whether the genre is a
 
     clf = fit_from_dataset(data_dir, spec)             # the training split's songs
     clf.accuracy(waves, genres, sample_rate)           # -> fraction of windows right
-    check = check_samples(data_dir, spec, sample_dir)  # what samples.json's genre_check holds
 
 The listening run (`wavegen.generation.sampler`) writes `check_waves`'s result into
-samples.json as `genre_check`; a demo reads it from there (or calls `check_samples`, the
-same check on a folder of samples).
+samples.json as `genre_check`; a demo reads it from there.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import numpy as np
 
-from wavegen.data import audio
 from wavegen.data.dataset import DatasetSpec
 from wavegen.generation import references
 
@@ -132,14 +127,3 @@ def check_waves(clf: GenreClassifier, data_dir: str, spec: DatasetSpec, waves, g
             "real_split": eval_split,
             "named": [{"genre": g, "named": n} for g, n in zip(genres, per_stream)]}
 
-
-def check_samples(data_dir: str, spec: DatasetSpec, sample_dir: str,
-                  train_split: str = "train", eval_split: str = "validation") -> dict:
-    """`check_waves` on the WAVs a sampling run wrote into sample_dir (samples.json)."""
-    with open(os.path.join(sample_dir, "samples.json"), encoding="utf-8") as f:
-        streams = json.load(f)["samples"]
-    waves = [audio.load_audio(os.path.join(sample_dir, s["wav"]), spec.sample_rate)
-             for s in streams]
-    clf = fit_from_dataset(data_dir, spec, train_split)
-    return check_waves(clf, data_dir, spec, waves, [s["genre"] for s in streams],
-                       eval_split)

@@ -116,10 +116,6 @@ class ModelConfig:
         return tuple(2 ** i for i in range(self.layers_per_stack)) * self.stacks
 
     @property
-    def gated_channels(self) -> int:
-        return self.gate_channels // 2
-
-    @property
     def out_channels(self) -> int:
         if self.head == "mol":
             return losses.mol_channels(self.num_mixtures)
