@@ -203,8 +203,8 @@ def _learning_batches(ds, cfg, targets: int, batch: int):
 
 def _train_and_score(step, steps: int, evaluate) -> dict:
     """Runs step() `steps` times (it returns the train bits of its batch: a scalar, or one
-    per device) and scores the result with evaluate() (an `evaluate_split` result). The
-    first step compiles and is not timed."""
+    per device) and scores the result with evaluate() (a `wavegen.training.steps.evaluate`
+    result). The first step compiles and is not timed."""
     import jax
     import numpy as np
 
@@ -223,6 +223,8 @@ def _train_and_score(step, steps: int, evaluate) -> dict:
 
 
 def _learn_wavegen(ds, cfg, steps: int, targets: int, batch: int) -> dict:
+    from experiments.bench import plain_wavenet as pw
+    from wavegen.model import wavenet as wm
     from wavegen.training import steps as wt
 
     optim = wt.OptimConfig().for_run(steps)
@@ -234,8 +236,9 @@ def _learn_wavegen(ds, cfg, steps: int, targets: int, batch: int) -> dict:
         box[0], metrics = p_step(box[0], next(batches))
         return metrics["loss_bits"]
 
-    scores = _train_and_score(step, steps, lambda: wt.evaluate_split(
-        graphdef, box[0].params, ds, per_device_batch=4))
+    p_eval = wt.make_p_eval_step(graphdef)
+    scores = _train_and_score(step, steps, lambda: wt.evaluate(
+        p_eval, box[0].params, pw.split_batches(ds, wm.receptive_field(cfg))))
     return {"optim": dataclasses.asdict(optim), **scores}
 
 

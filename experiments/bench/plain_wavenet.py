@@ -25,9 +25,10 @@ So the comparison is fair, everything around the model is wavegen's: the batches
 (`wavegen.data.input_pipeline.train_batches`, same Window and seed: identical data), the
 scoring of a window (it reads window[:-1] and its last T outputs are scored against
 window[RF:], every scored output with full context, as `wavegen.training.steps.model_loss`)
-and the evaluation (`evaluate_split` here feeds the same `eval_batches` through
-`wavegen.training.steps.evaluate`, so it scores exactly the targets of
-`wavegen.training.steps.evaluate_split` and reports the same unigram figure).
+and the evaluation (`evaluate_split` here scores this model's bits with
+`wavegen.training.steps.score` over `split_batches`, wavegen's own eval batches, and sums
+them with `wavegen.training.steps.evaluate`: the same targets and the same unigram figure
+as wavegen's evaluation).
 
 Single-host only: a train step runs on one device (jit) over the whole global batch;
 evaluation is pmapped like wavegen's so `evaluate` can be reused as is.
@@ -202,14 +203,13 @@ def flat_batch(batch: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_p_eval_step(cfg: PlainConfig):
-    """pmap'd eval step with wavegen's eval_step contract ({nll_bits_sum, targets} summed
-    over the real examples and the devices), so `wavegen.training.steps.evaluate` runs it."""
+    """pmap'd eval step: `wavegen.training.steps.score` of this model's bits, so
+    `wavegen.training.steps.evaluate` sums it exactly as it sums wavegen's."""
+    from wavegen.training import steps as wt
 
     def step(params, batch):
         bits = loss_bits(cfg, params, batch["audio"], batch["genre"])
-        weights = batch["mask"][:, None] * jnp.ones_like(bits)
-        return jax.lax.psum({"nll_bits_sum": jnp.sum(bits * weights),
-                             "targets": jnp.sum(weights)}, AXIS)
+        return wt.score(bits, batch, cfg.num_classes, AXIS)
 
     return jax.pmap(step, axis_name=AXIS)
 
@@ -219,17 +219,24 @@ def _cached_eval_step(cfg: PlainConfig):
     return make_p_eval_step(cfg)
 
 
+def split_batches(dataset, receptive_field: int, *, split: str = "validation",
+                  per_device_batch: int = 4, max_batches: int | None = None):
+    """wavegen's own eval batches of the split (Window(spec, RF), `eval_batches`) for a
+    model of this receptive field: the baseline and wavegen are scored on these, so on
+    the same targets with the same unigram figure."""
+    from wavegen.data import input_pipeline
+
+    window = input_pipeline.Window(dataset.spec, receptive_field)
+    return input_pipeline.eval_batches(dataset, window, per_device_batch=per_device_batch,
+                                       split=split, max_batches=max_batches)
+
+
 def evaluate_split(cfg: PlainConfig, params: dict, dataset, *, split: str = "validation",
                    per_device_batch: int = 4, max_batches: int | None = None) -> dict:
-    """`wavegen.training.steps.evaluate` over the split with wavegen's own eval batches
-    (Window(spec, RF), `eval_batches`): the same targets and the same unigram figure as
-    `wavegen.training.steps.evaluate_split` for a model of the same receptive field.
-    `params` unreplicated."""
-    from wavegen.data import input_pipeline
+    """`wavegen.training.steps.evaluate` of this model over `split_batches`; `params`
+    unreplicated."""
     from wavegen.training import steps as wt
 
-    window = input_pipeline.Window(dataset.spec, cfg.receptive_field)
-    batches = input_pipeline.eval_batches(dataset, window, per_device_batch=per_device_batch,
-                                          split=split, max_batches=max_batches)
-    return wt.evaluate(_cached_eval_step(cfg), wt.replicate(params), batches,
-                       cfg.num_classes, window.receptive_field)
+    batches = split_batches(dataset, cfg.receptive_field, split=split,
+                            per_device_batch=per_device_batch, max_batches=max_batches)
+    return wt.evaluate(_cached_eval_step(cfg), wt.replicate(params), batches)

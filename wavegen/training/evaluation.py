@@ -129,7 +129,8 @@ def _open_matching_dataset(cfg: EvalConfig, run_dir: str, meta: dict) -> Dataset
 
 
 def _score(cfg: EvalConfig, dataset: Dataset, graphdef, params, model_cfg):
-    """Per example (song_id, genre index, bits sum, targets) and the targets' histogram."""
+    """(song_id, genre index, bits sum) of every real example, and the scored targets'
+    histogram."""
     devices = jax.local_devices()
     n = len(devices)
     if cfg.batch_size % n:
@@ -139,23 +140,12 @@ def _score(cfg: EvalConfig, dataset: Dataset, graphdef, params, model_cfg):
     batches = input_pipeline.eval_batches(
         dataset, window, per_device_batch=cfg.batch_size // n, split=cfg.split,
         num_devices=n, max_batches=cfg.batches, song_ids=True)
-    p_eval = train_lib.make_p_eval_step(graphdef)
-    rparams = train_lib.replicate(params, devices)
-    hist = np.zeros(dataset.spec.num_classes, np.int64)
-    rows = []
     total = math.ceil(dataset.num_examples(cfg.split) / cfg.batch_size)
-    for batch in progress_bar("evaluate", "batch", min(total, cfg.batches or total),
-                               cfg.progress, batches):
-        ids = batch.pop("song_id").reshape(-1)
-        out = p_eval(rparams, batch)
-        real = batch["mask"].reshape(-1) > 0
-        bits = np.asarray(out["example_bits"]).reshape(-1)
-        genres = batch["genre"].reshape(-1)
-        targets = batch["audio"].reshape(real.size, -1)[real, window.receptive_field:]
-        hist += np.bincount(targets.reshape(-1), minlength=dataset.spec.num_classes)
-        for i in np.flatnonzero(real):
-            rows.append((ids[i].decode("utf-8"), int(genres[i]), float(bits[i])))
-    return rows, hist
+    scores = train_lib.evaluate(
+        train_lib.make_p_eval_step(graphdef), train_lib.replicate(params, devices),
+        progress_bar("evaluate", "batch", min(total, cfg.batches or total), cfg.progress,
+                     batches), examples=True)
+    return scores["examples"], scores["target_counts"]
 
 
 def unigram_cross_entropy_bits(train_counts: np.ndarray, counts: np.ndarray) -> float:

@@ -493,8 +493,7 @@ class _Evaluator:
             s.dataset, s.window, per_device_batch=s.run.global_eval_batch // s.total_devices,
             split=s.data.eval_split, num_devices=len(s.devices),
             max_batches=s.run.eval_batches)
-        return train_lib.evaluate(self.p_eval, params, batches, s.model_cfg.num_classes,
-                                  s.window.receptive_field)
+        return train_lib.evaluate(self.p_eval, params, batches)
 
 
 def _log_point(setup: _Setup, progress: _Progress, evaluator: _Evaluator,

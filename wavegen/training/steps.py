@@ -6,6 +6,9 @@ pmapped wrappers. The model is split once with `nnx.split`: its GraphDef stays s
 (closed over by the steps) and the parameters travel as a plain nested dict of arrays
 inside `TrainState`, a pytree that checkpoints as is.
 
+Every evaluation (training's periodic one, `evaluate.py`'s report, the benchmarks) scores
+a batch with the one pure `score` (per-batch sums) and adds batches up with `evaluate`.
+
 `train_step` is the per-device function: it sees one device's shard of the batch, and the
 only cross-device communication is `jax.lax.pmean` over `axis_name` (gradients and
 metrics), so it runs unchanged under `jax.pmap` or `shard_map`.
@@ -29,7 +32,6 @@ import optax
 from flax import nnx, struct
 
 from wavegen.data import input_pipeline
-from wavegen.data.dataset import Dataset
 from wavegen.errors import UserError
 from wavegen.model.losses import LN2
 from wavegen.model.wavenet import ModelConfig, WaveNet, receptive_field
@@ -243,17 +245,33 @@ def ema_update(ema: dict, params: dict, decay: float, t: jax.Array) -> dict:
     return jax.tree.map(lambda e, p: e + w * (p - e), ema, params)
 
 
-def eval_step(params: dict, batch: dict, *, graphdef: nnx.GraphDef,
-              axis_name: str | None = AXIS) -> dict[str, jax.Array]:
-    """Summed NLL bits and target count over the real (mask=1) examples of the batch
-    (summed over `axis_name`), and each example's own bits sum, `example_bits`
-    (per_device,), for per-song figures."""
-    bits = model_loss(merge_model(graphdef, params), batch)
+def score(bits: jax.Array, batch: dict, num_classes: int,
+          axis_name: str | None = AXIS) -> dict[str, jax.Array]:
+    """The per-batch sums every evaluation reads, from per-target bits (per_device, T).
+
+    Only real examples (batch["mask"] 1) count. `nll_bits_sum` and `targets` are summed
+    over `axis_name`; `example_bits` (per_device,) is each example's own bits sum, and
+    `target_counts` (num_classes,) this device's histogram of the scored target bins (the
+    unigram baseline's counts). The targets are the last T samples of each window, the
+    ones `model_loss` scored (window[RF:]), so any model's bits can be scored here.
+    """
     weights = batch["mask"][:, None] * jnp.ones_like(bits)
     sums = {"nll_bits_sum": jnp.sum(bits * weights), "targets": jnp.sum(weights)}
     if axis_name is not None:
         sums = jax.lax.psum(sums, axis_name)
-    return {**sums, "example_bits": jnp.sum(bits * weights, axis=-1)}
+    targets = batch["audio"][:, -bits.shape[-1]:]
+    # Integer counts: exact however many targets a split has once summed on the host.
+    real = (weights > 0).astype(jnp.int32)
+    counts = jnp.bincount(targets.reshape(-1), weights=real.reshape(-1), length=num_classes)
+    return {**sums, "example_bits": jnp.sum(bits * weights, axis=-1),
+            "target_counts": counts}
+
+
+def eval_step(params: dict, batch: dict, *, graphdef: nnx.GraphDef,
+              axis_name: str | None = AXIS) -> dict[str, jax.Array]:
+    """`score` of this device's shard of the batch under the model's own loss."""
+    model = merge_model(graphdef, params)
+    return score(model_loss(model, batch), batch, model.cfg.num_classes, axis_name)
 
 
 # --------------------------------------------------------------------------------------
@@ -270,7 +288,7 @@ def make_p_train_step(graphdef: nnx.GraphDef, optim_cfg: OptimConfig) -> Callabl
 
 
 def make_p_eval_step(graphdef: nnx.GraphDef) -> Callable:
-    """jax.pmap'd eval_step(params, batch) -> summed {nll_bits_sum, targets}."""
+    """jax.pmap'd eval_step(params, batch) -> `score`'s sums (per device: leading axis)."""
     return jax.pmap(functools.partial(eval_step, graphdef=graphdef, axis_name=AXIS),
                     axis_name=AXIS)
 
@@ -297,40 +315,46 @@ def unreplicate(tree: Any) -> Any:
 # Evaluation over a split
 
 
-def evaluate(p_eval_step: Callable, params: Any, batches: Iterable[dict],
-             num_classes: int, receptive_field_samples: int) -> dict[str, float]:
+def evaluate(p_eval_step: Callable, params: Any, batches: Iterable[dict], *,
+             examples: bool = False) -> dict:
     """NLL (bits/sample) over the batches, and the unigram baseline on the same targets.
 
-    `params` are replicated. The baseline is the entropy of the evaluated targets' bin
-    histogram: the best a model ignoring context can do on them.
+    `p_eval_step(params, batch)` returns `score`'s sums (wavegen's `make_p_eval_step`, or
+    any model's pmapped step built on `score`); `params` are replicated. The baseline is
+    the entropy of the scored targets' bin histogram (`target_counts`): the best a model
+    ignoring context can do on them. `examples`: also "examples", one (song_id, genre,
+    bits sum) per real example in order; the batches then carry "song_id" (`eval_batches`
+    with song_ids=True), which stays on the host.
     """
-    nll, count = 0.0, 0.0
-    hist = np.zeros(num_classes, np.int64)
+    nll, count, hist, rows = 0.0, 0.0, None, []
     for batch in batches:
+        batch = dict(batch)
+        ids = batch.pop("song_id", None)  # bytes: host-side bookkeeping only
         sums = p_eval_step(params, batch)
         nll += float(sums["nll_bits_sum"][0])
         count += float(sums["targets"][0])
-        real = batch["mask"].reshape(-1) > 0
-        targets = batch["audio"].reshape(real.size, -1)[real, receptive_field_samples:]
-        hist += np.bincount(targets.reshape(-1), minlength=num_classes)
+        batch_hist = np.asarray(sums["target_counts"], np.int64).sum(axis=0)
+        hist = batch_hist if hist is None else hist + batch_hist
+        if examples:
+            rows += _real_examples(batch, sums, ids)
+    # `count` is summed over every device of every process, so all processes stop here
+    # together, before a gather that needs a histogram from each.
+    if count == 0:
+        raise ValueError("evaluation saw no targets (an empty split?)")
     if jax.process_count() > 1:  # every process saw its own part of the split
         from jax.experimental import multihost_utils
 
         hist = np.asarray(multihost_utils.process_allgather(hist)).sum(axis=0)
-    if count == 0:
-        raise ValueError("evaluation saw no targets (an empty split?)")
-    return {"nll_bits": nll / count, "unigram_bits": input_pipeline.entropy_bits(hist),
-            "targets": count}
+    out = {"nll_bits": nll / count, "unigram_bits": input_pipeline.entropy_bits(hist),
+           "targets": count, "target_counts": hist}
+    return {**out, "examples": rows} if examples else out
 
 
-def evaluate_split(graphdef: nnx.GraphDef, params: Any, dataset: Dataset, *,
-                   split: str = "validation", per_device_batch: int = 4,
-                   max_batches: int | None = None,
-                   p_eval_step: Callable | None = None) -> dict[str, float]:
-    """`evaluate` over a split of an opened dataset, with replicated `params`."""
-    model_cfg = merge_model(graphdef, unreplicate(params)).cfg
-    window = input_pipeline.Window(dataset.spec, receptive_field(model_cfg))
-    batches = input_pipeline.eval_batches(dataset, window, per_device_batch=per_device_batch,
-                                          split=split, max_batches=max_batches)
-    return evaluate(p_eval_step or make_p_eval_step(graphdef), params, batches,
-                    model_cfg.num_classes, window.receptive_field)
+def _real_examples(batch: dict, sums: dict, ids: np.ndarray | None) -> list[tuple]:
+    """(song_id, genre, bits sum) of each real example of a scored batch."""
+    real = np.flatnonzero(np.asarray(batch["mask"]).reshape(-1) > 0)
+    bits = np.asarray(sums["example_bits"]).reshape(-1)
+    genres = np.asarray(batch["genre"]).reshape(-1)
+    ids = None if ids is None else np.asarray(ids).reshape(-1)
+    return [(None if ids is None else ids[i].decode("utf-8"), int(genres[i]), float(bits[i]))
+            for i in real]
