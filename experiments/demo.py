@@ -31,6 +31,7 @@ import sys
 import time
 
 from wavegen.data.dataset import INFO_FILE
+from wavegen.training import run_dir as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -124,7 +125,7 @@ DEMO_STREAMS_PER_GENRE = 2
 def sample_step(d: str, run: str) -> str:
     out = os.path.join(d, "samples" + os.path.basename(run)[len("run"):])
     page = os.path.join(out, "index.html")
-    ckpts = os.path.join(run, "checkpoints")
+    ckpts = os.path.join(run, run_lib.CHECKPOINTS)
     newest = max((os.path.getmtime(os.path.join(ckpts, s)) for s in os.listdir(ckpts)),
                  default=0)
     if os.path.exists(page) and os.path.getmtime(page) > newest:

@@ -37,6 +37,7 @@ from omegaconf.errors import MissingMandatoryValue  # noqa: E402
 from experiments import hydra_schema as schema  # noqa: E402
 from wavegen.errors import UserError  # noqa: E402
 from wavegen.training import loop as trainer  # noqa: E402
+from wavegen.training import run_dir as run_lib  # noqa: E402
 
 schema.register()
 schema.expand_user_in_argv()
@@ -49,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     hydra_cfg = HydraConfig.get()
     workdir = hydra_cfg.runtime.output_dir
-    with open(os.path.join(workdir, "config.yaml"), "w") as f:
+    with open(os.path.join(workdir, run_lib.CONFIG), "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
     try:
         if cfg.train.distributed and not any(o.startswith("hydra.run.dir=")

@@ -1,6 +1,5 @@
 """Real audio from the training run's dataset, for sampling to compare with and check by.
 
-- `run_data_section`: where a run's dataset is (its resolved `config.yaml`, `data.dir`).
 - `genre_chunk_counts`: chunks per genre in a split (what the model was trained on).
 - `read_songs`: whole songs of a split, stitched back from their chunks (chunk k's targets
   continue chunk k-1's: `wavegen.data.audio.Chunker`), as float audio per genre.
@@ -12,7 +11,6 @@ Reading uses TFDS on the dataset directory the pipeline wrote; nothing here trai
 
 from __future__ import annotations
 
-import os
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -24,24 +22,6 @@ from wavegen.errors import UserError
 
 class ReferenceError(UserError):
     """The run's dataset cannot be found or read; the message is one line."""
-
-
-def run_data_section(run_dir: str) -> dict:
-    """The `data` section of a training run's resolved config.yaml (`dir`, `train_split`,
-    `eval_split`), or {} when the run recorded none."""
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.exists(path):
-        return {}
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        try:
-            cfg = yaml.safe_load(f) or {}
-        except yaml.YAMLError:
-            return {}
-    data = cfg.get("data") if isinstance(cfg, dict) else None
-    return {k: str(v) for k, v in data.items() if v is not None} \
-        if isinstance(data, dict) else {}
 
 
 def _split(data_dir: str, split: str, features: tuple[str, ...]):

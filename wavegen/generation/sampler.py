@@ -2,8 +2,8 @@
 
 `run_sampling(cfg)` (the command `experiments/sample.py`) loads the model config and the
 dataset's spec (sample rate, bits, quantization, genre names) from the checkpoint itself,
-restores the parameters with `wavegen.training.checkpoints.restore_for_inference` (the
-loader evaluation uses), primes the caches with a song decoded by the pipeline's own audio
+restores its parameters alone (`wavegen.training.run_dir.load_run`, the loader evaluation
+uses), primes the caches with a song decoded by the pipeline's own audio
 functions if asked, generates streams with `wavegen.generation.generator` in chunks (a
 progress bar with rate and ETA), and writes 16-bit WAVs, spectrogram PNGs, `samples.json`
 and the listening page `index.html`. Nothing about the model is typed on the command line.
@@ -27,7 +27,8 @@ from wavegen.generation import generator, genre_check, references
 from wavegen.generation import listening_page as page
 from wavegen.model import wavenet as model_lib
 from wavegen.progress import progress_bar
-from wavegen.training import checkpoints as ckpt_lib
+from wavegen.training import run_dir as run_lib
+from wavegen.training.run_dir import Run
 from wavegen.training import metrics as run_metrics
 from wavegen.training import resources
 from wavegen.errors import UserError
@@ -46,7 +47,7 @@ REFERENCE_SECONDS = 4.0  # at most this much of a real song per genre on the pag
 class SampleConfig:
     checkpoint: str  # a training run directory (or its checkpoints/ folder)
     output_dir: str
-    step: str = "latest"  # latest, best, or a step number
+    step: str = run_lib.DEFAULT_STEP  # best, latest, or a step number (see run_dir)
     seconds: float = 4.0
     num_samples: int = 4  # streams (per genre when the genre is unset or each_genre)
     temperature: float = 1.0
@@ -85,60 +86,6 @@ class SampleConfig:
                                 f"{self.cpu_threads}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Loaded:
-    graphdef: object
-    params: object
-    model_cfg: model_lib.ModelConfig
-    spec: DatasetSpec
-    step: int
-    run_dir: str
-    meta: dict  # the checkpoint's run meta (model config, dataset, optimizer, stream)
-    use_ema: bool  # whether `params` are the EMA
-
-
-def _checkpoint_dir(path: str) -> tuple[str, str]:
-    """(run dir, its checkpoints dir) for either of them."""
-    path = os.path.abspath(path)
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        return path, os.path.join(path, "checkpoints")
-    if os.path.basename(path) == "checkpoints" and os.path.isdir(path):
-        return os.path.dirname(path), path
-    raise SamplingError(f"no checkpoint at {path}: expected a training run directory "
-                        "holding checkpoints/")
-
-
-def load(run_path: str, step: str = "latest", use_ema: bool | None = None) -> Loaded:
-    """The model of a checkpoint, rebuilt from its saved config, with its parameters
-    (the EMA when use_ema, or when use_ema is None and the run kept one), restored by
-    `checkpoints.restore_for_inference` (which refuses arrays that do not match)."""
-    run_dir, ckpt_dir = _checkpoint_dir(run_path)
-    try:
-        ckpts = ckpt_lib.Checkpoints(ckpt_dir, create=False)
-    except ckpt_lib.CheckpointError as e:
-        raise SamplingError(str(e)) from e
-    try:
-        n = ckpts.resolve(step)
-        meta = ckpts.meta(n)
-        spec = ckpt_lib.dataset_spec_from_meta(meta)
-        model_cfg = model_lib.for_dataset(ckpt_lib.model_config_from_meta(meta), spec)
-        kept = ckpts.kept_ema(n, meta)
-        if use_ema and not kept:
-            raise SamplingError(f"{run_dir} kept no EMA of its parameters (trained with "
-                                "optim.ema_decay=0); use use_ema=false")
-        use_ema = kept if use_ema is None else bool(use_ema)
-        graphdef, params = ckpt_lib.restore_for_inference(ckpts, n, meta, use_ema)
-    except SamplingError:
-        raise
-    except ckpt_lib.CheckpointError as e:  # its message names the checkpoint
-        raise SamplingError(str(e)) from e
-    except (TypeError, ValueError) as e:  # a meta that its code cannot take
-        raise SamplingError(f"{ckpt_dir}: {e}") from e
-    finally:
-        ckpts.close()
-    return Loaded(graphdef, params, model_cfg, spec, n, run_dir, meta, use_ema)
-
-
 def prime_bins(path: str, spec: DatasetSpec, seconds: float) -> np.ndarray:
     """A song's first `seconds`, decoded, mixed down, resampled and quantized exactly as
     the pipeline does (wavegen.data.audio)."""
@@ -165,20 +112,16 @@ class RunData:
     trained: dict[str, int]  # genre -> training chunks
 
 
-def run_data(cfg: SampleConfig, loaded: Loaded) -> RunData | None:
-    """The run's dataset (data_dir, or data.dir of the run's config.yaml), or None with
-    a warning when it is not at hand: sampling still works, without the checks that
-    need it."""
-    section = references.run_data_section(loaded.run_dir)
-    data_dir = cfg.data_dir or section.get("dir")
+def run_data(cfg: SampleConfig, loaded: Run) -> RunData | None:
+    """The run's dataset (data_dir, or the one the run recorded), or None with a warning
+    when it is not at hand: sampling still works, without the checks that need it."""
+    data_dir = cfg.data_dir or loaded.data.get("dir")
     if not data_dir or not os.path.isdir(data_dir):
         log.warning("the run's dataset %s is not at hand (set data_dir=...): genres cannot "
                     "be checked against the training chunks, and the page has no real "
                     "songs to compare with", data_dir or "(unrecorded)")
         return None
-    train_split = loaded.meta.get("stream", {}).get("train_split") \
-        or section.get("train_split") or "train"
-    eval_split = section.get("eval_split") or "validation"
+    train_split, eval_split = loaded.data["train_split"], loaded.data["eval_split"]
     try:
         trained = references.genre_chunk_counts(data_dir, train_split, loaded.spec)
     except references.ReferenceError as e:
@@ -186,7 +129,7 @@ def run_data(cfg: SampleConfig, loaded: Loaded) -> RunData | None:
     return RunData(data_dir, train_split, eval_split, trained)
 
 
-def _streams(cfg: SampleConfig, loaded: Loaded, data: RunData | None) -> list[str | None]:
+def _streams(cfg: SampleConfig, loaded: Run, data: RunData | None) -> list[str | None]:
     """The genre of every stream (None for an unconditioned model): the genre asked for,
     or num_samples streams for each trained genre."""
     spec, conditioned = loaded.spec, bool(loaded.model_cfg.num_genres)
@@ -218,7 +161,7 @@ def _streams(cfg: SampleConfig, loaded: Loaded, data: RunData | None) -> list[st
 def run_sampling(cfg: SampleConfig) -> dict:
     """The sampling run: generates the streams, writes them; returns what samples.json
     holds."""
-    loaded = load(cfg.checkpoint, cfg.step, cfg.use_ema)
+    loaded = run_lib.load_run(cfg.checkpoint, cfg.step, cfg.use_ema)
     spec = loaded.spec
     data = run_data(cfg, loaded)
     genres = _streams(cfg, loaded, data)
@@ -254,7 +197,7 @@ def run_sampling(cfg: SampleConfig) -> dict:
     return result
 
 
-def _generate(cfg: SampleConfig, loaded: Loaded, batch: int, genre_idx, prime,
+def _generate(cfg: SampleConfig, loaded: Run, batch: int, genre_idx, prime,
               length: int) -> tuple[np.ndarray, dict]:
     """(bins (batch streams, length), timing facts): generation in equal chunks with a
     progress bar; the compilation is timed apart."""

@@ -5,8 +5,12 @@ One orbax CheckpointManager step directory holds three items:
 - `state`: the TrainState pytree (parameters, optimizer state, EMA, step, RNG);
 - `data`: the training iterator's position (a tf.data iterator checkpoint per process),
   so a resumed run sees exactly the batches an uninterrupted one would;
-- `meta`: JSON with the model config and the dataset's spec (sample rate, bits,
-  quantization, chunk/context lengths, genre names), so sampling needs nothing else.
+- `meta`: JSON with the model config, the dataset's spec (sample rate, bits,
+  quantization, chunk/context lengths, genre names) and the run's data config (its
+  dataset folder and splits), so sampling and evaluation need nothing else.
+
+Reading a run for inference (only the parameters asked for) is
+`wavegen.training.run_dir.load_run`.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a step
 being written when the process dies is never listed. Kept: the last `keep_last` steps and
@@ -27,7 +31,6 @@ from etils import epath
 
 from wavegen.data.dataset import DatasetSpec
 from wavegen.model.wavenet import ModelConfig
-from wavegen.training import steps as train_lib
 from wavegen.errors import UserError
 
 BEST_METRIC = "val_bits"
@@ -85,29 +88,9 @@ def model_config_from_meta(meta: dict) -> ModelConfig:
 _OLD_OPTIM_NAMES = {"learning_rate": "lr", "end_learning_rate": "end_lr"}
 
 
-def optim_config_from_meta(meta: dict) -> train_lib.OptimConfig:
-    """The run's optimizer settings; schedule lengths left null by the run are filled (the
-    optimizer state's structure does not depend on them)."""
-    optim = train_lib.OptimConfig(**upgraded_optim(meta.get("optim", {})))
-    return optim.for_run(optim.total_steps or (optim.warmup_steps or 0) + 1)
-
-
 def upgraded_optim(optim: dict) -> dict:
     """A checkpoint's optimizer settings under today's names."""
     return {_OLD_OPTIM_NAMES.get(k, k): v for k, v in optim.items()}
-
-
-def restore_for_inference(ckpts: "Checkpoints", step: int, meta: dict,
-                          use_ema: bool) -> tuple[Any, Any]:
-    """(graphdef, host parameters) of a checkpoint, rebuilt from its meta; the EMA
-    parameters with use_ema (refused, naming the run, when it kept none)."""
-    model_cfg = model_config_from_meta(meta)
-    graphdef, target = train_lib.create_train_state(model_cfg, optim_config_from_meta(meta))
-    if use_ema and target.ema_params is None:
-        raise CheckpointError(f"{ckpts.directory} kept no EMA of its parameters (trained "
-                              "with optim.ema_decay=0); use use_ema=false")
-    target = jax.tree.map(np.asarray, target)
-    return graphdef, ckpts.restore_params(step, target, use_ema=use_ema)
 
 
 def _path_name(path) -> str:
@@ -217,9 +200,15 @@ class Checkpoints:
     def check_arrays(self, step: int, target: Any) -> None:
         """Refuses, in one line and before reading any array, a checkpoint whose stored
         arrays differ in names, shapes or dtypes from `target` (what its config makes)."""
-        have = self.stored_arrays(step)
-        want = {_path_name(p): (tuple(np.shape(x)), np.dtype(x.dtype))
-                for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+        self._compare(step, self.stored_arrays(step), _shapes(target))
+
+    def check_params(self, step: int, template: Any, key: str = "params") -> None:
+        """`check_arrays` for the `key` subtree of the state alone (params, ema_params)."""
+        have = {k: v for k, v in self.stored_arrays(step).items()
+                if k.startswith(key + ".")}
+        self._compare(step, have, _shapes({key: template}))
+
+    def _compare(self, step: int, have: dict, want: dict) -> None:
         names = sorted(set(have) | set(want), key=lambda k: (not k.startswith("params."), k))
         problems = [f"{k}: stored {'missing' if k not in have else _fmt(have[k])}, the "
                     f"config makes {'nothing' if k not in want else _fmt(want[k])}"
@@ -253,18 +242,16 @@ class Checkpoints:
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"], restored["meta"]
 
-    def restore_params(self, step: int, target: Any, use_ema: bool = False) -> Any:
-        """Only the (EMA) parameters, for sampling: shaped like `target`."""
-        self.check_arrays(step, target)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))
-        state = restored["state"]
-        return state.ema_params if use_ema else state.params
-
     def close(self):
         self.manager.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple]:
+    return {_path_name(p): (tuple(np.shape(x)), np.dtype(x.dtype))
+            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _fmt(shape_dtype) -> str:
     shape, dtype = shape_dtype
     return f"{shape} {dtype}"
+

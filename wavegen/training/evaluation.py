@@ -30,8 +30,8 @@ from wavegen.data import input_pipeline
 from wavegen.data.dataset import Dataset, DatasetError, open_dataset
 from wavegen.model import wavenet as model_lib
 from wavegen.progress import progress_bar
-from wavegen.training import checkpoints as ckpt_lib
-from wavegen.training import steps as train_lib
+from wavegen.training import run_dir as run_lib
+from wavegen.training import scoring
 from wavegen.errors import UserError
 
 log = logging.getLogger("wavegen.evaluate")
@@ -44,7 +44,7 @@ class EvaluationError(UserError):
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     checkpoint: str  # a training run directory
-    step: str = "best"  # best, latest or a step number
+    step: str = run_lib.DEFAULT_STEP  # best, latest or a step number (see run_dir)
     split: str = "test"
     use_ema: bool | None = None  # None: the EMA exactly when the run kept one
     batches: int | None = None  # None: the whole split; N: only the first N batches
@@ -61,70 +61,34 @@ class EvalConfig:
 
 def evaluate_checkpoint(cfg: EvalConfig) -> dict:
     """Scores the checkpoint on the split; writes and returns the report."""
-    run_dir = os.path.abspath(cfg.checkpoint)
-    ckpts = _open_checkpoints(run_dir)
-    try:
-        step, meta = _resolve(ckpts, cfg.step)
-        use_ema = ckpts.kept_ema(step, meta) if cfg.use_ema is None else cfg.use_ema
-        model_cfg = ckpt_lib.model_config_from_meta(meta)
-        dataset = _open_matching_dataset(cfg, run_dir, meta)
-        graphdef, params = ckpt_lib.restore_for_inference(ckpts, step, meta, use_ema)
-    finally:
-        ckpts.close()
-    train_split = meta.get("stream", {}).get("train_split", "train")  # the run's own
+    run = run_lib.load_run(cfg.checkpoint, cfg.step, cfg.use_ema)
+    dataset = _open_matching_dataset(cfg, run)
+    train_split = run.data["train_split"]  # the run's own
     for split in (cfg.split, train_split):
         if dataset.num_examples(split) == 0:
             raise EvaluationError(f"{dataset.dir} has no examples in split {split!r} (it "
                                   f"has: {dataset.describe_splits()})")
-    per_example, hist = _score(cfg, dataset, graphdef, params, model_cfg)
-    report = _report(cfg, run_dir, step, use_ema, dataset, per_example, hist, train_split)
-    _write(run_dir, report)
+    per_example, hist = _score(cfg, dataset, run.graphdef, run.params, run.model_cfg)
+    report = _report(cfg, run.run_dir, run.step, run.use_ema, dataset, per_example, hist,
+                     train_split)
+    _write(run.run_dir, report)
     return report
 
 
-def _open_checkpoints(run_dir: str) -> ckpt_lib.Checkpoints:
-    if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
-        raise EvaluationError(f"checkpoint={run_dir}: not a training run directory (no "
-                              "checkpoints/ in it)")
-    return ckpt_lib.Checkpoints(os.path.join(run_dir, "checkpoints"), create=False)
-
-
-def _resolve(ckpts: ckpt_lib.Checkpoints, which: str) -> tuple[int, dict]:
-    try:
-        step = ckpts.resolve(which)
-        return step, ckpts.meta(step)
-    except ckpt_lib.CheckpointError as e:
-        raise EvaluationError(str(e)) from e
-
-
-def _data_dir(cfg: EvalConfig, run_dir: str, meta: dict) -> str:
-    """The dataset: data_dir=..., else the one the run recorded (checkpoint meta, or the
-    run's config.yaml for runs that predate that)."""
-    if cfg.data_dir:
-        return cfg.data_dir
-    if meta.get("data", {}).get("dir"):
-        return meta["data"]["dir"]
-    config = os.path.join(run_dir, "config.yaml")
-    if os.path.exists(config):
-        import yaml
-
-        with open(config) as f:
-            d = (yaml.safe_load(f) or {}).get("data", {}).get("dir")
-        if d:
-            return d
-    raise EvaluationError(f"{run_dir} does not record its dataset; pass data_dir=DIR")
-
-
-def _open_matching_dataset(cfg: EvalConfig, run_dir: str, meta: dict) -> Dataset:
-    path = _data_dir(cfg, run_dir, meta)
+def _open_matching_dataset(cfg: EvalConfig, run: run_lib.Run) -> Dataset:
+    """data_dir=..., else the dataset the run recorded; refused when its audio settings
+    are not the ones the run trained on."""
+    path = cfg.data_dir or run.data.get("dir")
+    if not path:
+        raise EvaluationError(f"{run.run_dir} does not record its dataset; pass "
+                              "data_dir=DIR")
     try:
         dataset = open_dataset(path)
     except DatasetError as e:
         raise EvaluationError(f"{e} (pass data_dir=DIR if the dataset moved)") from e
-    stored = ckpt_lib.dataset_spec_from_meta(meta)
-    if dataset.spec != stored:
-        raise EvaluationError(f"{path} is not the dataset {run_dir} trained on: its audio "
-                              f"settings differ ({dataset.spec} vs {stored})")
+    if dataset.spec != run.spec:
+        raise EvaluationError(f"{path} is not the dataset {run.run_dir} trained on: its "
+                              f"audio settings differ ({dataset.spec} vs {run.spec})")
     return dataset
 
 
@@ -141,8 +105,8 @@ def _score(cfg: EvalConfig, dataset: Dataset, graphdef, params, model_cfg):
         dataset, window, per_device_batch=cfg.batch_size // n, split=cfg.split,
         num_devices=n, max_batches=cfg.batches, song_ids=True)
     total = math.ceil(dataset.num_examples(cfg.split) / cfg.batch_size)
-    scores = train_lib.evaluate(
-        train_lib.make_p_eval_step(graphdef), train_lib.replicate(params, devices),
+    scores = scoring.evaluate(
+        scoring.make_p_eval_step(graphdef), scoring.replicate(params, devices),
         progress_bar("evaluate", "batch", min(total, cfg.batches or total), cfg.progress,
                      batches), examples=True)
     return scores["examples"], scores["target_counts"]
@@ -192,7 +156,7 @@ def _report(cfg: EvalConfig, run_dir: str, step: int, use_ema: bool, dataset: Da
 
 
 def _write(run_dir: str, report: dict) -> None:
-    out = os.path.join(run_dir, "eval")
+    out = os.path.join(run_dir, run_lib.EVAL)
     os.makedirs(out, exist_ok=True)
     name = f"{report['split']}-{report['step']}"
     report["json"] = os.path.join(out, name + ".json")

@@ -43,6 +43,7 @@ from wavegen.data.dataset import Dataset, open_dataset
 from wavegen.model import wavenet as model_lib
 from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import metrics as run_metrics
+from wavegen.training import run_dir as run_lib
 from wavegen.training import resources
 from wavegen.progress import progress_bar
 from wavegen.training import steps as train_lib
@@ -376,10 +377,11 @@ def _set_up(model_cfg, optim_cfg, data: DataConfig, run: RunConfig, workdir: str
     # The settings as given (null schedule lengths follow train.steps), so a resumed run
     # may change train.steps: its schedule is then laid over the new length.
     meta = ckpt_lib.run_meta(model_cfg, dataset.spec, optim=dataclasses.asdict(optim_cfg),
-                             stream=stream, data={"dir": data.dir},
+                             stream=stream, data=dataclasses.asdict(data),
                              ema=optim_cfg.ema_decay > 0)
     optim_cfg = optim_cfg.for_run(run.steps)
-    ckpts = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"), run.keep_checkpoints)
+    ckpts = ckpt_lib.Checkpoints(os.path.join(workdir, run_lib.CHECKPOINTS),
+                                 run.keep_checkpoints)
     _check_resume(ckpts, run, meta)
     return _Setup(model_cfg, optim_cfg, data, run, dataset, window, devices, meta, ckpts,
                   workdir, jax.process_index() == 0, t_start)

@@ -1,20 +1,15 @@
-"""Data-parallel training and evaluation steps (jax.pmap over all local devices).
+"""Data-parallel training steps (jax.pmap over all local devices).
 
 The shape follows the Flax examples: small pure functions `create_learning_rate_fn`,
-`make_optimizer`, `create_train_state`, `train_step`, `eval_step`, `compute_metrics`, and
-pmapped wrappers. The model is split once with `nnx.split`: its GraphDef stays static
-(closed over by the steps) and the parameters travel as a plain nested dict of arrays
-inside `TrainState`, a pytree that checkpoints as is.
-
-Every evaluation (training's periodic one, `evaluate.py`'s report, the benchmarks) scores
-a batch with the one pure `score` (per-batch sums) and adds batches up with `evaluate`.
+`make_optimizer`, `create_train_state`, `train_step`, `compute_metrics`, and pmapped
+wrappers. The model is split once with `nnx.split`: its GraphDef stays static (closed over
+by the steps) and the parameters travel as a plain nested dict of arrays inside
+`TrainState`, a pytree that checkpoints as is. Evaluation (`eval_step`, `score`,
+`evaluate`) is in `wavegen.training.scoring`, which knows no optimizer.
 
 `train_step` is the per-device function: it sees one device's shard of the batch, and the
 only cross-device communication is `jax.lax.pmean` over `axis_name` (gradients and
 metrics), so it runs unchanged under `jax.pmap` or `shard_map`.
-
-The loss of one example: the model reads window[:-1] (RF - 1 + T samples) and its last T
-outputs are scored against window[RF:]; see `wavegen.data.input_pipeline` for the window.
 """
 
 from __future__ import annotations
@@ -22,21 +17,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx, struct
 
-from wavegen.data import input_pipeline
 from wavegen.errors import UserError
 from wavegen.model.losses import LN2
-from wavegen.model.wavenet import ModelConfig, WaveNet, receptive_field
+from wavegen.model.wavenet import ModelConfig, WaveNet
+# Evaluation lives in scoring (it needs no optimizer); its names are used here and
+# through this module by training's callers.
+from wavegen.training.scoring import (AXIS, evaluate, make_p_eval_step,  # noqa: F401
+                                      merge_model, model_loss, replicate, score,
+                                      unreplicate)
 
-AXIS = "batch"
 
 
 # Warmup when optim.warmup_steps is unset: this fraction of the run, at most the cap.
@@ -165,10 +162,6 @@ def split_model(model: WaveNet) -> tuple[nnx.GraphDef, dict]:
     return graphdef, nnx.to_pure_dict(params)
 
 
-def merge_model(graphdef: nnx.GraphDef, params: dict) -> WaveNet:
-    return nnx.merge(graphdef, params)
-
-
 def create_train_state(model_cfg: ModelConfig, optim_cfg: OptimConfig,
                        seed: int = 0) -> tuple[nnx.GraphDef, TrainState]:
     """A fresh model's graph and its (unreplicated) train state."""
@@ -183,18 +176,6 @@ def create_train_state(model_cfg: ModelConfig, optim_cfg: OptimConfig,
 
 # --------------------------------------------------------------------------------------
 # Steps (pure, per device)
-
-
-def model_loss(model: WaveNet, batch: dict) -> jax.Array:
-    """Bits per target, (per_device, T): the last T outputs against window[RF:]."""
-    rf = receptive_field(model.cfg)
-    audio = batch["audio"]
-    if audio.shape[-1] <= rf:
-        raise ValueError(f"windows of {audio.shape[-1]} samples leave no targets for a "
-                         f"receptive field of {rf}")
-    genre = batch["genre"] if model.cfg.num_genres else None
-    outputs = model(audio[:, :-1], genre)[:, rf - 1:]
-    return model.nll_bits(outputs, audio[:, rf:])
 
 
 def compute_metrics(bits: jax.Array, axis_name: str | None = AXIS,
@@ -245,35 +226,6 @@ def ema_update(ema: dict, params: dict, decay: float, t: jax.Array) -> dict:
     return jax.tree.map(lambda e, p: e + w * (p - e), ema, params)
 
 
-def score(bits: jax.Array, batch: dict, num_classes: int,
-          axis_name: str | None = AXIS) -> dict[str, jax.Array]:
-    """The per-batch sums every evaluation reads, from per-target bits (per_device, T).
-
-    Only real examples (batch["mask"] 1) count. `nll_bits_sum` and `targets` are summed
-    over `axis_name`; `example_bits` (per_device,) is each example's own bits sum, and
-    `target_counts` (num_classes,) this device's histogram of the scored target bins (the
-    unigram baseline's counts). The targets are the last T samples of each window, the
-    ones `model_loss` scored (window[RF:]), so any model's bits can be scored here.
-    """
-    weights = batch["mask"][:, None] * jnp.ones_like(bits)
-    sums = {"nll_bits_sum": jnp.sum(bits * weights), "targets": jnp.sum(weights)}
-    if axis_name is not None:
-        sums = jax.lax.psum(sums, axis_name)
-    targets = batch["audio"][:, -bits.shape[-1]:]
-    # Integer counts: exact however many targets a split has once summed on the host.
-    real = (weights > 0).astype(jnp.int32)
-    counts = jnp.bincount(targets.reshape(-1), weights=real.reshape(-1), length=num_classes)
-    return {**sums, "example_bits": jnp.sum(bits * weights, axis=-1),
-            "target_counts": counts}
-
-
-def eval_step(params: dict, batch: dict, *, graphdef: nnx.GraphDef,
-              axis_name: str | None = AXIS) -> dict[str, jax.Array]:
-    """`score` of this device's shard of the batch under the model's own loss."""
-    model = merge_model(graphdef, params)
-    return score(model_loss(model, batch), batch, model.cfg.num_classes, axis_name)
-
-
 # --------------------------------------------------------------------------------------
 # Data-parallel wrappers
 
@@ -285,76 +237,3 @@ def make_p_train_step(graphdef: nnx.GraphDef, optim_cfg: OptimConfig) -> Callabl
                              learning_rate_fn=lr_fn, ema_decay=optim_cfg.ema_decay,
                              axis_name=AXIS)
     return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))
-
-
-def make_p_eval_step(graphdef: nnx.GraphDef) -> Callable:
-    """jax.pmap'd eval_step(params, batch) -> `score`'s sums (per device: leading axis)."""
-    return jax.pmap(functools.partial(eval_step, graphdef=graphdef, axis_name=AXIS),
-                    axis_name=AXIS)
-
-
-def replicate(tree: Any, devices: list | None = None) -> Any:
-    """One copy per local device, stacked on a new leading axis (what pmap expects)."""
-    devices = list(devices or jax.local_devices())
-    mesh = jax.sharding.Mesh(np.array(devices), (AXIS,))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
-
-    def put(x):
-        x = np.asarray(x)
-        return jax.device_put(np.broadcast_to(x, (len(devices),) + x.shape), sharding)
-
-    return jax.tree.map(put, tree)
-
-
-def unreplicate(tree: Any) -> Any:
-    """The first device's copy of every leaf."""
-    return jax.tree.map(lambda x: x[0], tree)
-
-
-# --------------------------------------------------------------------------------------
-# Evaluation over a split
-
-
-def evaluate(p_eval_step: Callable, params: Any, batches: Iterable[dict], *,
-             examples: bool = False) -> dict:
-    """NLL (bits/sample) over the batches, and the unigram baseline on the same targets.
-
-    `p_eval_step(params, batch)` returns `score`'s sums (wavegen's `make_p_eval_step`, or
-    any model's pmapped step built on `score`); `params` are replicated. The baseline is
-    the entropy of the scored targets' bin histogram (`target_counts`): the best a model
-    ignoring context can do on them. `examples`: also "examples", one (song_id, genre,
-    bits sum) per real example in order; the batches then carry "song_id" (`eval_batches`
-    with song_ids=True), which stays on the host.
-    """
-    nll, count, hist, rows = 0.0, 0.0, None, []
-    for batch in batches:
-        batch = dict(batch)
-        ids = batch.pop("song_id", None)  # bytes: host-side bookkeeping only
-        sums = p_eval_step(params, batch)
-        nll += float(sums["nll_bits_sum"][0])
-        count += float(sums["targets"][0])
-        batch_hist = np.asarray(sums["target_counts"], np.int64).sum(axis=0)
-        hist = batch_hist if hist is None else hist + batch_hist
-        if examples:
-            rows += _real_examples(batch, sums, ids)
-    # `count` is summed over every device of every process, so all processes stop here
-    # together, before a gather that needs a histogram from each.
-    if count == 0:
-        raise ValueError("evaluation saw no targets (an empty split?)")
-    if jax.process_count() > 1:  # every process saw its own part of the split
-        from jax.experimental import multihost_utils
-
-        hist = np.asarray(multihost_utils.process_allgather(hist)).sum(axis=0)
-    out = {"nll_bits": nll / count, "unigram_bits": input_pipeline.entropy_bits(hist),
-           "targets": count, "target_counts": hist}
-    return {**out, "examples": rows} if examples else out
-
-
-def _real_examples(batch: dict, sums: dict, ids: np.ndarray | None) -> list[tuple]:
-    """(song_id, genre, bits sum) of each real example of a scored batch."""
-    real = np.flatnonzero(np.asarray(batch["mask"]).reshape(-1) > 0)
-    bits = np.asarray(sums["example_bits"]).reshape(-1)
-    genres = np.asarray(batch["genre"]).reshape(-1)
-    ids = None if ids is None else np.asarray(ids).reshape(-1)
-    return [(None if ids is None else ids[i].decode("utf-8"), int(genres[i]), float(bits[i]))
-            for i in real]
