@@ -1,6 +1,6 @@
 """Sample songs from a training run's checkpoint: a thin Hydra entry point.
 
-    .venv/bin/python experiments/sample.py checkpoint=RUN_DIR [step=latest|best|N] \
+    .venv/bin/python experiments/sample.py checkpoint=RUN_DIR [step=best|latest|N] \
         seconds=4 num_samples=4 temperature=1.0 [genre=NAME] \
         [prime=SONG_FILE prime_seconds=1] [seed=0] [use_ema=true|false] \
         [data_dir=DATASET] [cpu_threads=1|null] output_dir=DIR
