@@ -1,12 +1,47 @@
-"""Plain test helpers (imported as `from helpers import ...`): audio files made on the spot
-with soundfile, and in-process pipeline runs."""
+"""Plain test helpers (imported as `from helpers import ...`): the repository's root,
+commands run as a user runs them, audio files made on the spot with soundfile, and
+in-process pipeline runs."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import soundfile as sf
+
+# The repository's root folder: where a user runs `python -m ...` and `experiments/*.py`.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def experiment_script(name: str) -> str:
+    """The path of `experiments/NAME.py`."""
+    return os.path.join(ROOT, "experiments", f"{name}.py")
+
+
+def run_command(args, *, cwd=ROOT, env: dict | None = None, timeout: float = 300,
+                check: bool = False) -> subprocess.CompletedProcess:
+    """Runs a command as a user would, from the repository root unless `cwd` says
+    otherwise, with `env` laid over this process's environment. A hang fails the test at
+    `timeout` instead of stalling the suite. The result's `output` is stdout and stderr
+    together; with `check`, a non-zero status fails the test showing the output's end."""
+    res = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
+                         timeout=timeout, env=None if env is None else {**os.environ, **env})
+    res.output = res.stdout + res.stderr
+    if check:
+        assert res.returncode == 0, res.output[-4000:]
+    return res
+
+
+def preprocess_cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    """`python -m beam_pipelines.preprocess ARGS` as a user runs it (see `run_command`)."""
+    return run_command([sys.executable, "-m", "beam_pipelines.preprocess", *args], **kw)
+
+
+def run_experiment(name: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    """`python experiments/NAME.py ARGS` as a user runs it (see `run_command`)."""
+    return run_command([sys.executable, experiment_script(name), *args], **kw)
 
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"),
            ".ogg": ("OGG", "VORBIS"), ".mp3": ("MP3", "MPEG_LAYER_III")}
@@ -37,8 +72,6 @@ def run_pipeline(*args: str, workers: int = 1) -> int:
     beam = ["--runner=FnApiRunner", "--direct_running_mode=in_memory",
             f"--direct_num_workers={workers}"] if workers == 1 else []
     return preprocess.run(list(args) + beam)
-
-
 
 
 def synth_songs(folder, *, sample_rate: int, seconds: float, songs_per_style: int,

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from experiments import demo_corpus
+from helpers import ROOT
 from wavegen.data import audio
 from beam_pipelines.ingest import song_chunks as preprocess
 from wavegen.data.dataset import DatasetSpec
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _centroid_hz(x, sr):

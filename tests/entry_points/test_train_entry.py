@@ -15,10 +15,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import MissingMandatoryValue
 
 from experiments import hydra_schema as schema
+from helpers import ROOT, experiment_script, run_command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "configs")
-TRAIN = [sys.executable, os.path.join(ROOT, "experiments", "train.py")]
+TRAIN = [sys.executable, experiment_script("train")]
 COMPARED = ("step", "train_bits", "lr", "grad_norm", "val_bits", "unigram_bits")
 
 
@@ -29,12 +29,8 @@ def dataset(synth_dataset):
 
 
 def train(*overrides, timeout=240, check=True, env=None):
-    res = subprocess.run(TRAIN + list(overrides), cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout, env={**os.environ, **(env or {})})
-    res.output = res.stdout + res.stderr  # Hydra logs to stdout, the progress bar to stderr
-    if check:
-        assert res.returncode == 0, res.output[-4000:]
-    return res
+    # Hydra logs to stdout, the progress bar to stderr: `output` holds both.
+    return run_command(TRAIN + list(overrides), timeout=timeout, env=env, check=check)
 
 
 def metrics(run_dir):

@@ -6,27 +6,21 @@ import json
 from pathlib import Path
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import write_audio
+from helpers import experiment_script, run_command, write_audio
 from wavegen.data import synth
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SAMPLE = [sys.executable, os.path.join(ROOT, "experiments", "sample.py")]
-TRAIN = [sys.executable, os.path.join(ROOT, "experiments", "train.py")]
+SAMPLE = [sys.executable, experiment_script("sample")]
+TRAIN = [sys.executable, experiment_script("train")]
 
 
 def run(cmd, check=True, timeout=300):
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    res.output = res.stdout + res.stderr
-    if check:
-        assert res.returncode == 0, res.output[-4000:]
-    return res
+    return run_command(cmd, timeout=timeout, check=check)
 
 
 @pytest.fixture(scope="module")

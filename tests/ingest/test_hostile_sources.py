@@ -6,15 +6,13 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import warnings
 import zipfile
 
 import pytest
 import soundfile as sf
 
-from helpers import run_pipeline, tone, write_audio
+from helpers import preprocess_cli, run_pipeline, tone, write_audio
 from songserver import Redirect, serve
 from beam_pipelines.ingest import fetch
 from beam_pipelines.ingest import fma_metadata as fma
@@ -22,7 +20,6 @@ from beam_pipelines.ingest import song_chunks as sc
 from beam_pipelines.ingest import sources
 from wavegen.data.dataset import DatasetSpec, open_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=3200,
                    context_samples=200)
 SMALL = ["--chunk_seconds=0.2", "--context_samples=200", "--split=train:1"]
@@ -266,11 +263,9 @@ def test_credentials_never_reach_the_output_folder_or_the_console(tmp_path):
                            f"ftp://{USER}:{PASSWORD}@example.org/c.wav\n"
                            f"{url}/d.wav not-a-checksum\n")
         out = tmp_path / "ds"
-        res = subprocess.run(
-            [sys.executable, "-m", "beam_pipelines.preprocess", f"--input={listing}",
-             f"--output_dir={out}", *SMALL, "--fetch_attempts=1",
-             "--direct_num_workers=1", "--direct_running_mode=in_memory"],
-            cwd=ROOT, capture_output=True, text=True, timeout=240)
+        res = preprocess_cli(f"--input={listing}", f"--output_dir={out}", *SMALL,
+                             "--fetch_attempts=1", "--direct_num_workers=1",
+                             "--direct_running_mode=in_memory", timeout=240)
         assert res.returncode == 0, res.stderr[-3000:]
         assert base.requests["/a.wav"] == 1 and base.requests["/gone.wav"] == 1
         basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()

@@ -5,8 +5,6 @@ import json
 import os
 import socket
 import struct
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -14,13 +12,12 @@ import pytest
 import soundfile as sf
 
 from fma_fixture import mp3_bytes
-from helpers import tone, write_audio
+from helpers import preprocess_cli, tone, write_audio
 from wavegen.data.dataset import DatasetSpec
 from beam_pipelines.ingest import fetch
 from beam_pipelines.ingest import song_chunks as sc
 from beam_pipelines.ingest import sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=3000,
                    context_samples=500)
 SMALL = ["--chunk_seconds=0.2", "--context_samples=200", "--split=train:1"]
@@ -28,9 +25,8 @@ SMALL = ["--chunk_seconds=0.2", "--context_samples=200", "--split=train:1"]
 
 def cli(*args, timeout=240):
     """The pipeline as a user runs it; a hang fails the test instead of stalling it."""
-    return subprocess.run([sys.executable, "-m", "beam_pipelines.preprocess", *args,
-                           "--direct_num_workers=1", "--direct_running_mode=in_memory"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return preprocess_cli(*args, "--direct_num_workers=1", "--direct_running_mode=in_memory",
+                          timeout=timeout)
 
 
 def dead_letters(tmp_path, *args) -> tuple[dict, dict, str]:

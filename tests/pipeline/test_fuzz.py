@@ -11,18 +11,15 @@ import json
 import os
 import random
 import socket
-import subprocess
-import sys
 import zipfile
 
 import pytest
 import soundfile as sf
 
-from helpers import FORMATS, tone
+from helpers import FORMATS, preprocess_cli, tone
 from songserver import serve
 from beam_pipelines.ingest import song_chunks as sc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEED = int(os.environ.get("WAVEGEN_FUZZ_SEED", random.SystemRandom().randrange(2**31)))
 
 
@@ -137,13 +134,11 @@ def test_fuzzed_inputs_are_all_accounted_for(tmp_path, round_):
         inputs, ids, n_urls = _corpus(tmp_path, rng, base, closed)
         before = _tree(tmp_path)
         out = tmp_path / "out" / "ds"
-        res = subprocess.run(
-            [sys.executable, "-m", "beam_pipelines.preprocess",
-             *[f"--input={i}" for i in inputs], f"--output_dir={out}", "--split=train:1",
-             "--chunk_seconds=0.1", "--context_samples=100", "--fetch_attempts=1",
-             "--fetch_timeout=2", "--fetch_deadline=10", "--direct_num_workers=1",
-             "--direct_running_mode=in_memory"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        res = preprocess_cli(
+            *[f"--input={i}" for i in inputs], f"--output_dir={out}", "--split=train:1",
+            "--chunk_seconds=0.1", "--context_samples=100", "--fetch_attempts=1",
+            "--fetch_timeout=2", "--fetch_deadline=10", "--direct_num_workers=1",
+            "--direct_running_mode=in_memory", timeout=300)
     assert res.returncode in (0, 1), f"{where}\n{res.stderr[-3000:]}"
     assert "Traceback" not in res.stderr, f"{where}\n{res.stderr[-3000:]}"
     after = _tree(tmp_path)

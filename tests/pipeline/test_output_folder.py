@@ -5,15 +5,13 @@ and a crash at any step of putting a dataset in place loses neither dataset."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 
 from beam_pipelines import output_folder as of
-from helpers import run_pipeline, tone, write_audio
+from helpers import preprocess_cli, run_command, run_pipeline, tone, write_audio
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CRASH_AT_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_at_step.py")
 SMALL = ["--chunk_seconds=0.2", "--context_samples=200"]
 
@@ -293,15 +291,12 @@ def test_a_killed_process_leaves_a_folder_the_next_run_completes(two_corpora, tm
     args = [f"--input={new}", f"--output_dir={out}", "--split=train:1", "--overwrite", *SMALL,
             "--direct_num_workers=1", "--direct_running_mode=in_memory"]
     crash_at = str(n_old + 2)  # journal, old files, phase
-    res = subprocess.run([sys.executable, CRASH_AT_STEP, crash_at, *args], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    res = run_command([sys.executable, CRASH_AT_STEP, crash_at, *args], timeout=300)
     assert res.returncode == 70, res.stderr[-2000:]
     assert not (out / of.INFO_FILE).exists() and (out / of.JOURNAL).exists()
     # The same command again: it finishes the interrupted replacement, then refuses to
     # replace the dataset now in place without --overwrite.
-    cmd = [sys.executable, "-m", "beam_pipelines.preprocess", *args]
-    again = subprocess.run(cmd[:-5] + cmd[-4:], cwd=ROOT, capture_output=True, text=True,
-                           timeout=300)
+    again = preprocess_cli(*(args[:-5] + args[-4:]), timeout=300)
     assert again.returncode == 2, again.stderr[-2000:]
     assert "finished putting in place" in again.stderr and "already holds" in again.stderr
     assert dataset_ids(out) == {"x.wav", "y.wav"}
@@ -379,9 +374,8 @@ def test_no_environment_variable_can_stop_a_real_replacement(tmp_path):
     (staging / of.INFO_FILE).write_text("{}")
     code = ("import sys; from beam_pipelines import output_folder as of; "
             "of.replace_dataset(sys.argv[1], sys.argv[2], [of.INFO_FILE])")
-    env = dict(os.environ, WAVEGEN_CRASH_AT_STEP="1")
-    res = subprocess.run([sys.executable, "-c", code, str(out), str(staging)], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=120)
+    res = run_command([sys.executable, "-c", code, out, staging],
+                      env={"WAVEGEN_CRASH_AT_STEP": "1"}, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (out / of.INFO_FILE).read_text() == "{}" and not (out / of.JOURNAL).exists()
 

@@ -5,20 +5,17 @@ Flink and Spark job servers speak), read back with tensorflow_datasets."""
 import json
 import os
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from helpers import num_chunks, tone, write_audio
+from helpers import num_chunks, preprocess_cli, tone, write_audio
 from wavegen.data import audio
 from beam_pipelines.ingest import song_chunks as preprocess
 from wavegen.data.dataset import load_dataset_spec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHUNK_ARGS = ["--chunk_seconds=0.5", "--context_samples=1000",
               "--split=train:0.6,validation:0.2,test:0.2", "--genre_from=folder"]
 GOOD = {  # song id: (sample rate, channels, seconds, format extension)
@@ -61,15 +58,11 @@ def corpus(tmp_path_factory):
     return root
 
 
-def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "beam_pipelines.preprocess", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def cli_run(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "dataset"
-    res = cli(f"--input={corpus}", f"--output_dir={out}", "--direct_num_workers=2", *CHUNK_ARGS)
+    res = preprocess_cli(f"--input={corpus}", f"--output_dir={out}", "--direct_num_workers=2",
+                         *CHUNK_ARGS)
     assert res.returncode == 0, res.stderr[-3000:]
     return out, res
 
@@ -187,8 +180,9 @@ def test_portable_runner_gives_the_same_examples(cli_run, corpus, tmp_path):
 @pytest.mark.slow
 def test_a_run_where_everything_fails_leaves_no_dataset(corpus, tmp_path):
     out = tmp_path / "nothing"
-    res = cli(f"--input={corpus}/rock/empty.mp3", f"--input={corpus}/rock/silent.flac",
-              f"--output_dir={out}", "--direct_num_workers=1")
+    res = preprocess_cli(f"--input={corpus}/rock/empty.mp3",
+                         f"--input={corpus}/rock/silent.flac", f"--output_dir={out}",
+                         "--direct_num_workers=1")
     assert res.returncode == 1
     assert "no song was written" in res.stderr
     assert not (out / "dataset_info.json").exists()
