@@ -44,3 +44,23 @@ def synth_dataset(tmp_path_factory):
         return built[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_dataset, tmp_path_factory):
+    """The run folder of a short training of the tiny model on `synth_dataset()`, trained
+    once per test session: six steps, checkpoints, metrics and a last evaluation that
+    scored the whole validation split (`run_summary.json`'s final_val_bits), no EMA.
+
+    Shared by every test that needs a trained checkpoint: a test may add evaluation results
+    (`eval/`) or write elsewhere, but must not change or remove what the run wrote."""
+    from wavegen.model import wavenet as wm
+    from wavegen.training import loop
+    from wavegen.training import steps as wt
+
+    workdir = str(tmp_path_factory.mktemp("trained_run") / "run")
+    loop.train_and_evaluate(
+        wm.preset("tiny"), wt.OptimConfig(lr=3e-3), loop.DataConfig(dir=synth_dataset()),
+        loop.RunConfig(steps=6, batch_size=4, log_every=3, eval_every=6, targets=64,
+                       progress=False), workdir)
+    return workdir

@@ -5,21 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from helpers import experiment_script, run_command
 from wavegen.data import input_pipeline as ip
 from wavegen.data.dataset import open_dataset
-from wavegen.model import wavenet as wm
 from wavegen.training import evaluation
-from wavegen.training import loop
-from wavegen.training import steps as wt
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EVALUATE = [sys.executable, os.path.join(ROOT, "experiments", "evaluate.py")]
+EVALUATE = [sys.executable, experiment_script("evaluate")]
+
+# Every test here scores the shared trained run (`trained_run`, about ten seconds to train).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +27,9 @@ def data_dir(synth_dataset):
 
 
 @pytest.fixture(scope="module")
-def run_dir(data_dir, tmp_path_factory):
+def run_dir(trained_run):
     """A short tiny run whose last evaluation scored the whole validation split."""
-    workdir = str(tmp_path_factory.mktemp("eval") / "run")
-    loop.train_and_evaluate(
-        wm.preset("tiny"), wt.OptimConfig(lr=3e-3), loop.DataConfig(dir=data_dir),
-        loop.RunConfig(steps=6, batch_size=4, log_every=3, eval_every=6, targets=64,
-                       progress=False), workdir)
-    return workdir
+    return trained_run
 
 
 def raw(data_dir, split):
@@ -83,13 +77,11 @@ def test_scores_every_target_once_and_writes_json_and_csv(data_dir, run_dir):
 
 
 def test_the_command_on_eight_devices_gives_the_same_number(data_dir, run_dir):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    res = subprocess.run(EVALUATE + [f"checkpoint={run_dir}", "step=latest",
-                                     "split=validation", "batch_size=8", "progress=false"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    assert "bits/sample" in res.stdout + res.stderr
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    res = run_command(EVALUATE + [f"checkpoint={run_dir}", "step=latest", "split=validation",
+                                  "batch_size=8", "progress=false"], env=env, timeout=300)
+    assert res.returncode == 0, res.output[-3000:]
+    assert "bits/sample" in res.output
     step = json.load(open(os.path.join(run_dir, "run_summary.json")))["steps"]
     r = json.load(open(os.path.join(run_dir, "eval", f"validation-{step}.json")))
     one = evaluation.evaluate_checkpoint(evaluation.EvalConfig(
@@ -105,8 +97,8 @@ def test_the_command_on_eight_devices_gives_the_same_number(data_dir, run_dir):
     (["batches=0"], "batches must be >= 1"),
 ])
 def test_bad_requests_are_one_line(run_dir, args, message):
-    res = subprocess.run(EVALUATE + [f"checkpoint={run_dir}", "progress=false", *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    out = res.stdout + res.stderr
+    res = run_command(EVALUATE + [f"checkpoint={run_dir}", "progress=false", *args],
+                      timeout=300)
+    out = res.output
     assert res.returncode == 1 and message in out, out[-3000:]
     assert "Traceback" not in out

@@ -17,14 +17,13 @@ import time
 import pytest
 
 from experiments import hydra_schema as schema
+from helpers import ROOT, experiment_script, run_command
 from wavegen.data import dataset as dataset_lib
 from wavegen.model import wavenet as wm
 from wavegen.training import loop, resources
 from wavegen.training import steps as wt
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = {name: os.path.join(ROOT, "experiments", f"{name}.py")
-          for name in ("train", "sample", "evaluate")}
+SCRIPT = {name: experiment_script(name) for name in ("train", "sample", "evaluate")}
 TRAIN_SHARD = "wavegen-train.tfrecord-00000-of-00001"
 VALIDATION_SHARD = "wavegen-validation.tfrecord-00000-of-00001"
 
@@ -35,21 +34,13 @@ def data_dir(synth_dataset):
 
 
 @pytest.fixture(scope="module")
-def run_dir(data_dir, tmp_path_factory):
-    """Two steps of the tiny model: a checkpoint to sample from and to evaluate."""
-    workdir = str(tmp_path_factory.mktemp("hostile") / "run")
-    loop.train_and_evaluate(
-        wm.preset("tiny"), wt.OptimConfig(lr=3e-3), loop.DataConfig(dir=data_dir),
-        loop.RunConfig(steps=2, batch_size=2, log_every=2, eval_every=2, eval_batches=1,
-                       targets=64, progress=False), workdir)
-    return workdir
+def run_dir(trained_run):
+    """A short run of the tiny model: a checkpoint to sample from and to evaluate."""
+    return trained_run
 
 
 def command(args, *, cwd=ROOT, env=None, timeout=180):
-    res = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                         env={**os.environ, **(env or {})})
-    res.output = res.stdout + res.stderr
-    return res
+    return run_command(args, cwd=cwd, env=env, timeout=timeout)
 
 
 def entry(name, *overrides, **kw):
@@ -96,6 +87,7 @@ BUGGY_TRAIN = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("sweep", [False, True])
+@pytest.mark.slow
 def test_a_bug_in_training_keeps_its_traceback_even_in_a_sweep(data_dir, tmp_path, sweep):
     wrapper = tmp_path / "buggy_train.py"
     wrapper.write_text(BUGGY_TRAIN.format(script=SCRIPT["train"]))
@@ -119,6 +111,7 @@ def test_a_model_setting_the_model_refuses_is_one_line_naming_it():
 # 2. What cannot fit is refused before any work
 
 
+@pytest.mark.slow
 def test_a_batch_that_cannot_fit_in_memory_is_refused_at_once(data_dir, tmp_path):
     t0 = time.time()
     res = entry("train", "+experiment=smoke", f"data.dir={data_dir}",
@@ -130,6 +123,7 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_at_once(data_dir, tmp_path
     assert no_steps_ran(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_sampling_what_cannot_be_held_is_refused_before_generating(run_dir, tmp_path):
     t0 = time.time()
     res = entry("sample", f"checkpoint={run_dir}", "seconds=1e9", f"output_dir={tmp_path}/out",
@@ -199,6 +193,7 @@ def _stop(proc, signum, timeout=120):
     return res
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_is_one_line_and_status_130(data_dir, tmp_path):
     run = tmp_path / "run"
     proc = _start([sys.executable, SCRIPT["train"], "+experiment=smoke",
@@ -208,6 +203,7 @@ def test_ctrl_c_during_training_is_one_line_and_status_130(data_dir, tmp_path):
     assert_one_line(res, 130, "interrupted (Ctrl-C): training stopped")
 
 
+@pytest.mark.slow
 def test_sigterm_before_the_first_step_is_one_line_and_status_143(data_dir, tmp_path):
     run = tmp_path / "run"
     # config.yaml is written as the job starts, before the dataset is opened.
@@ -220,6 +216,7 @@ def test_sigterm_before_the_first_step_is_one_line_and_status_143(data_dir, tmp_
     assert no_steps_ran(run)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_sampling_is_one_line_and_status_130(run_dir, tmp_path):
     out = tmp_path / "out"
     proc = _start([sys.executable, SCRIPT["sample"], f"checkpoint={run_dir}", "seconds=600",
@@ -229,6 +226,7 @@ def test_ctrl_c_during_sampling_is_one_line_and_status_130(run_dir, tmp_path):
     assert_one_line(res, 130, "interrupted (Ctrl-C): sampling stopped")
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_evaluation_is_one_line_and_status_130(run_dir):
     proc = subprocess.Popen([sys.executable, SCRIPT["evaluate"], f"checkpoint={run_dir}",
                              "split=validation", "progress=false"], cwd=ROOT,
@@ -243,6 +241,7 @@ def test_ctrl_c_during_evaluation_is_one_line_and_status_130(run_dir):
 # 4, 5. Damaged shards and edited metadata
 
 
+@pytest.mark.slow
 def test_a_missing_validation_shard_is_named_before_any_step(data_dir, tmp_path):
     copy = copy_dataset(data_dir, tmp_path / "ds")
     os.remove(os.path.join(copy, VALIDATION_SHARD))
@@ -282,6 +281,7 @@ def flipped(data_dir, tmp_path_factory):
     return copy
 
 
+@pytest.mark.slow
 def test_a_corrupt_record_stops_training_in_one_line_naming_the_shard(flipped, tmp_path):
     res = entry("train", "+experiment=smoke", f"data.dir={flipped}",
                 f"hydra.run.dir={tmp_path}/run")
@@ -289,6 +289,7 @@ def test_a_corrupt_record_stops_training_in_one_line_naming_the_shard(flipped, t
     assert len(error_lines(res.output)) == 1
 
 
+@pytest.mark.slow
 def test_a_corrupt_record_stops_evaluation_in_one_line_naming_the_shard(flipped, run_dir):
     res = entry("evaluate", f"checkpoint={run_dir}", "step=latest", "split=train",
                 f"data_dir={flipped}", "progress=false")
@@ -346,6 +347,7 @@ def test_every_path_setting_expands_the_home_folder(tmp_path, monkeypatch):
                         f"data.dir={tmp_path}/ds", "train.seed=0", "+experiment=smoke"]
 
 
+@pytest.mark.slow
 def test_sampling_to_a_home_folder_writes_there_and_makes_no_tilde_folder(run_dir, tmp_path):
     home, cwd = tmp_path / "home", tmp_path / "cwd"
     home.mkdir()
