@@ -3,9 +3,9 @@ first step, the time budget, EMA and the checkpoint checks."""
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
+import shutil
 
 import pytest
 
@@ -29,27 +29,30 @@ def tiny_run(data_dir, workdir, *, optim=None, **train):
                                    str(workdir))
 
 
-def test_a_run_opens_its_dataset_once(data_dir, tmp_path, monkeypatch):
-    import tensorflow_datasets as tfds
+@pytest.mark.slow
+def test_a_run_reads_its_dataset_description_once(data_dir, tmp_path, monkeypatch):
+    """The run opens its dataset once, before the first step: with the files that describe
+    it (metadata.json, and the TFDS metadata a builder is made from) gone right after that,
+    it still trains and evaluates three times, so nothing opens the dataset again."""
+    copy = str(shutil.copytree(data_dir, tmp_path / "ds"))
+    described_by = ("metadata.json", "dataset_info.json", "features.json")
+    real_open = loop.open_dataset
 
-    opened, builders = [], []
-    real_open, real_builder = builtins.open, tfds.builder_from_directory
+    def open_then_remove_description(path):
+        dataset = real_open(path)
+        for name in described_by:
+            os.remove(os.path.join(path, name))
+        return dataset
 
-    def counting_open(file, *args, **kwargs):
-        if str(file).endswith("metadata.json"):
-            opened.append(file)
-        return real_open(file, *args, **kwargs)
-
-    def counting_builder(*args, **kwargs):
-        builders.append(args)
-        return real_builder(*args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", counting_open)
-    monkeypatch.setattr(tfds, "builder_from_directory", counting_builder)
-    summary = tiny_run(data_dir, tmp_path / "run", steps=6)  # three evaluations
-    assert summary["steps"] == 6
-    assert len(opened) == 1, opened
-    assert len(builders) == 1, builders
+    monkeypatch.setattr(loop, "open_dataset", open_then_remove_description)
+    summary = tiny_run(copy, tmp_path / "run", steps=6)  # three evaluations
+    assert summary["steps"] == 6 and summary["final_val_bits"] is not None
+    assert [r["step"] for r in loop.read_metrics(str(tmp_path / "run"))
+            if "val_bits" in r] == [2, 4, 6]
+    assert not any(os.path.exists(os.path.join(copy, name)) for name in described_by)
+    # Without that description, opening the dataset fails: a second open would have.
+    with pytest.raises(dataset_lib.DatasetError):
+        dataset_lib.open_dataset(copy)
 
 
 # --------------------------------------------------------------------------------------
@@ -77,6 +80,7 @@ def test_the_default_rate_stays_at_its_peak_after_warmup():
     assert float(decayed(199)) == pytest.approx(1e-5, rel=1e-2)
 
 
+@pytest.mark.slow
 def test_a_run_of_a_few_steps_trains_with_every_default(data_dir, tmp_path):
     summary = tiny_run(data_dir, tmp_path / "run", steps=3, log_every=50, eval_every=500,
                        checkpoint_every=1000)
@@ -99,6 +103,7 @@ def test_run_settings_are_refused_before_the_first_step(data_dir, tmp_path):
 # The time budget (issue 12.2)
 
 
+@pytest.mark.slow
 def test_a_time_budget_ends_the_run_as_a_normal_end_and_resume_uses_what_is_left(
         data_dir, tmp_path):
     workdir = tmp_path / "budget"
@@ -123,6 +128,7 @@ def test_a_time_budget_ends_the_run_as_a_normal_end_and_resume_uses_what_is_left
     assert third["steps"] == second["steps"] and third["stopped_by"] == "budget"
 
 
+@pytest.mark.slow
 def test_a_budget_spent_by_set_up_still_gives_one_evaluated_step(data_dir, tmp_path):
     summary = tiny_run(data_dir, tmp_path / "short", steps=100, max_minutes=0.001)
     assert summary["steps"] == 1 and summary["stopped_by"] == "budget"
@@ -140,6 +146,7 @@ def test_a_budget_that_is_not_a_positive_number_is_refused():
 # EMA (issue 12.6)
 
 
+@pytest.mark.slow
 def test_with_an_ema_the_best_checkpoint_is_chosen_by_the_ema(data_dir, tmp_path):
     from wavegen.training import checkpoints as ckpt_lib
 
@@ -161,6 +168,7 @@ def test_with_an_ema_the_best_checkpoint_is_chosen_by_the_ema(data_dir, tmp_path
         ckpts.close()
 
 
+@pytest.mark.slow
 def test_without_an_ema_the_meta_says_so(data_dir, tmp_path):
     tiny_run(data_dir, tmp_path / "plain", steps=2, eval_every=2)
     meta = json.load(open(tmp_path / "plain" / "checkpoints" / "2" / "meta" / "metadata"))
@@ -171,6 +179,7 @@ def test_without_an_ema_the_meta_says_so(data_dir, tmp_path):
 # Checked, not trusted (issue 13.8)
 
 
+@pytest.mark.slow
 def test_resume_refuses_stored_arrays_that_differ_from_the_config(data_dir, tmp_path):
     from wavegen.training import checkpoints as ckpt_lib
 
@@ -220,6 +229,7 @@ def test_a_dataset_whose_metadata_contradicts_its_features_is_refused(
 # Resume (review findings)
 
 
+@pytest.mark.slow
 def test_a_finished_run_resumes_with_more_steps(data_dir, tmp_path):
     """train.steps may grow on resume: the null schedule lengths follow it."""
     first = tiny_run(data_dir, tmp_path / "run", steps=4)
@@ -230,6 +240,7 @@ def test_a_finished_run_resumes_with_more_steps(data_dir, tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 8
 
 
+@pytest.mark.slow
 def test_a_line_cut_short_by_a_kill_does_not_block_resume(data_dir, tmp_path):
     run_dir = tmp_path / "run"
     tiny_run(data_dir, run_dir, steps=4)
