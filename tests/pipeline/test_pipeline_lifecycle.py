@@ -15,11 +15,10 @@ import time
 
 import pytest
 
-from helpers import run_pipeline, tone, write_audio
+from helpers import ROOT, preprocess_cli, run_command, run_pipeline, tone, write_audio
 from songserver import Delay, serve
 from beam_pipelines import output_folder, preprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = ["--chunk_seconds=0.2", "--context_samples=200", "--split=train:1"]
 LOCAL = ["--direct_num_workers=2"]  # the default runner: FnApiRunner, multi_processing
 IN_PROCESS = ["--runner=FnApiRunner", "--direct_running_mode=in_memory",
@@ -122,6 +121,7 @@ if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:  # a Beam worker, not the pip
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_a_stopped_run_takes_its_workers_with_it_and_leaves_the_output_as_it_was(
         tmp_path, old_dataset, sig):
     out, before = old_dataset
@@ -188,10 +188,10 @@ SIGNAL_WHILE_REPLACING = textwrap.dedent("""
 
 def test_a_signal_while_the_new_dataset_is_put_in_place_waits_for_it(tmp_path, old_dataset):
     out, before = old_dataset
-    res = subprocess.run(
+    res = run_command(
         [sys.executable, "-c", SIGNAL_WHILE_REPLACING, f"--input={songs(tmp_path / 'new', 3)}",
          f"--output_dir={out}", "--overwrite", *SMALL, *IN_PROCESS],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        timeout=120)
     assert res.returncode == 128 + signal.SIGTERM, res.stderr[-3000:]
     assert not foreign_lines(res.stderr), res.stderr[-3000:]
     errors = error_lines(res.stderr)
@@ -225,14 +225,14 @@ DISK_FULL = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("where", ["shards", "journal"])
+@pytest.mark.parametrize("where", [pytest.param("shards", marks=pytest.mark.slow), "journal"])
 def test_a_full_disk_is_one_line_naming_the_filesystem_and_the_folder(tmp_path, old_dataset,
                                                                        where):
     out, before = old_dataset
-    res = subprocess.run(
+    res = run_command(
         [sys.executable, "-c", DISK_FULL, where, f"--input={songs(tmp_path / 'new')}",
          f"--output_dir={out}", "--overwrite", *SMALL, *IN_PROCESS],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        timeout=120)
     assert res.returncode == 1, res.stderr[-3000:]
     assert not foreign_lines(res.stderr), res.stderr[-3000:]
     errors = error_lines(res.stderr)
@@ -261,21 +261,19 @@ def test_no_space_is_recognised_through_a_worker_failure(tmp_path):
 # 4. A clean run prints wavegen's lines only; --verbose brings Beam's back
 
 
+@pytest.mark.slow
 def test_a_clean_local_run_prints_only_wavegens_lines(tmp_path):
-    res = subprocess.run(
-        [sys.executable, "-m", "beam_pipelines.preprocess", f"--input={songs(tmp_path)}",
-         f"--output_dir={tmp_path / 'ds'}", *SMALL, *LOCAL],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    res = preprocess_cli(f"--input={songs(tmp_path)}", f"--output_dir={tmp_path / 'ds'}",
+                         *SMALL, *LOCAL, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stderr.strip() and not foreign_lines(res.stderr), res.stderr
     assert "songs in 2, written 2" in res.stdout
 
 
+@pytest.mark.slow
 def test_verbose_brings_beams_logs_back(tmp_path):
-    res = subprocess.run(
-        [sys.executable, "-m", "beam_pipelines.preprocess", f"--input={songs(tmp_path)}",
-         f"--output_dir={tmp_path / 'ds'}", "--verbose", *SMALL, *LOCAL],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    res = preprocess_cli(f"--input={songs(tmp_path)}", f"--output_dir={tmp_path / 'ds'}",
+                         "--verbose", *SMALL, *LOCAL, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     # Each line names its logger: Beam's from this process and from the workers (the
     # harness's start-up lines), wavegen's own too.
@@ -300,23 +298,20 @@ def test_verbose_keeps_the_harness_at_beams_own_level():
 # 5. `~` in a path flag is the home folder, shell or no shell
 
 
+@pytest.mark.slow
 def test_tilde_in_path_flags_is_the_home_folder(tmp_path):
     home, cwd = tmp_path / "home", tmp_path / "cwd"
     songs(home / "songs")
     cwd.mkdir()
-    env = dict(os.environ, HOME=str(home))
-    res = subprocess.run(
-        [sys.executable, "-m", "beam_pipelines.preprocess", "--input=~/songs",
-         "--output_dir=~/ds", *SMALL, *IN_PROCESS],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    env = {"HOME": str(home)}
+    res = preprocess_cli("--input=~/songs", "--output_dir=~/ds", *SMALL, *IN_PROCESS, cwd=cwd,
+                         env=env, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (home / "ds" / "dataset_info.json").exists()
     assert os.listdir(cwd) == []  # no folder named `~`
     # The home folder itself is refused as an output folder, by its real name.
-    res = subprocess.run(
-        [sys.executable, "-m", "beam_pipelines.preprocess", "--input=~/songs",
-         "--output_dir=~", *SMALL, *IN_PROCESS],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    res = preprocess_cli("--input=~/songs", "--output_dir=~", *SMALL, *IN_PROCESS, cwd=cwd,
+                         env=env, timeout=180)
     assert res.returncode == 2 and str(home) in error_lines(res.stderr)[0], res.stderr
     assert os.listdir(cwd) == []
 
