@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup cluster-deps test demo cluster-demo bench lock clean
+.PHONY: setup cluster-deps test test-fast demo cluster-demo bench lock clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,12 @@ cluster-deps: setup
 
 test: setup cluster-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick tier while working: every module's quick tests, without the cluster tests
+# (`-m cluster`) and the slow end-to-end runs (`-m slow`); a few minutes on 2 cores, and
+# nothing downloaded beyond `make setup`. `make test` still runs everything.
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
 
 # The whole system on an embedded corpus (or SONGS=... METADATA=... for real data).
 SONGS ?=

@@ -21,6 +21,7 @@ def small_cfg(**kw) -> pw.PlainConfig:
                              **kw})
 
 
+@pytest.mark.slow
 def test_output_t_depends_on_inputs_up_to_t_only():
     cfg = small_cfg()
     params = pw.init_params(cfg, seed=1)
@@ -60,6 +61,7 @@ def test_pytorch_default_init_bounds():
     assert float(np.abs(params["head_b2"]).max()) > 0
 
 
+@pytest.mark.slow
 def test_a_few_adam_steps_lower_the_loss_on_a_fixed_batch():
     cfg = small_cfg()
     state = pw.create_state(cfg, seed=0)
@@ -79,6 +81,7 @@ def test_a_few_adam_steps_lower_the_loss_on_a_fixed_batch():
     assert losses[-1] < losses[0] - 0.03, losses
 
 
+@pytest.mark.slow
 def test_same_shape_as_wavegen_small():
     cfg = wm.preset("small", num_classes=256, num_genres=3)
     plain = pw.PlainConfig.like(cfg)
@@ -91,6 +94,7 @@ def test_same_shape_as_wavegen_small():
         pw.PlainConfig.like(wm.preset("small", head="mol", num_classes=256, num_genres=0))
 
 
+@pytest.mark.slow
 def test_evaluation_scores_wavegens_targets_and_unigram(synth_dataset):
     ds = open_dataset(synth_dataset())
     cfg = wm.for_dataset(wm.preset("tiny"), ds.spec)

@@ -62,8 +62,9 @@ def test_cache_layout():
 # The cached step against the convolutional forward pass
 
 
-@pytest.mark.parametrize("num_genres", [0, 3])
-@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("kernel_size,num_genres", [
+    pytest.param(2, 0, marks=pytest.mark.slow), pytest.param(3, 0, marks=pytest.mark.slow),
+    (2, 3), pytest.param(3, 3, marks=pytest.mark.slow)])
 def test_cached_outputs_equal_the_parallel_forward_pass(kernel_size, num_genres):
     cfg, model, graphdef, params = split(kernel_size, num_genres)
     # Longer than the receptive field (31 / 61): every ring wraps around several times.
@@ -132,6 +133,7 @@ def test_start_fills_the_caches_as_teacher_forcing_does(prime_len):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bfloat16_generation_runs_in_bfloat16():
     cfg, model, graphdef, params = split(dtype="bfloat16")
     bins = random_bins((1, 50))
@@ -152,6 +154,7 @@ def test_bfloat16_generation_runs_in_bfloat16():
     (2, 3, "softmax", 10, 1.0),  # shorter (31)
     (3, 0, "mol", 40, 1.0),
 ])
+@pytest.mark.slow
 def test_cached_and_naive_generation_draw_the_same_samples(kernel_size, num_genres, head,
                                                            prime_len, temperature):
     cfg, _, graphdef, params = split(kernel_size, num_genres, head)
@@ -168,6 +171,7 @@ def test_cached_and_naive_generation_draw_the_same_samples(kernel_size, num_genr
     assert len(np.unique(np.asarray(cached[0]))) > 5
 
 
+@pytest.mark.slow
 def test_chunked_generation_equals_one_call():
     cfg, _, graphdef, params = split(3, 3)
     state = gen.start(graphdef, params, jax.random.key(5), num_streams=2, start_bin=START,
@@ -189,6 +193,7 @@ def test_chunked_generation_equals_one_call():
                             start_bin=START, genre=[1, 2], prime=random_bins((2, 20))))
 
 
+@pytest.mark.slow
 def test_a_stream_does_not_depend_on_the_others():
     _, _, graphdef, params = split()
     kw = dict(length=69, start_bin=START)  # shapes compiled by the naive test above
@@ -201,6 +206,7 @@ def test_a_stream_does_not_depend_on_the_others():
 # Priming
 
 
+@pytest.mark.slow
 def test_prime_is_fed_through_the_caches_and_generation_continues_from_it():
     cfg, _, graphdef, params = split(2, 3)
     rf = wm.receptive_field(cfg)
@@ -277,6 +283,7 @@ def test_temperature_controls_the_entropy_of_draws():
     assert int(draw(cfg, keys[0], logits, 0.0)) == int(jnp.argmax(logits))
 
 
+@pytest.mark.slow
 def test_lower_temperature_generates_lower_entropy_songs():
     _, _, graphdef, params = split()
     # A freshly initialised head predicts nearly uniform bins; make the model opinionated.
@@ -290,6 +297,7 @@ def test_lower_temperature_generates_lower_entropy_songs():
     np.testing.assert_array_equal(greedy[0], greedy[1])  # T = 0: no randomness left
 
 
+@pytest.mark.slow
 def test_mixture_head_sampling_gives_valid_bins():
     cfg = tiny(head="mol", num_mixtures=2)
     # Component 0: logit 3, mean 0.5, scale e^-6 (a third of a bin); component 1:

@@ -194,6 +194,7 @@ def test_bfloat16_compute_keeps_float32_parameters():
 
 @pytest.mark.parametrize("head,classes,per_target,overall", [
     ("softmax", 256, 0.033, 0.003), ("mol", 65536, 0.053, 0.004)])
+@pytest.mark.slow
 def test_bfloat16_compute_scores_close_to_float32(head, classes, per_target, overall):
     """Same (random) parameters, bf16 vs f32 compute: the skip sum and the head run in
     float32, so the outputs are not rounded to bfloat16 and the bits/sample differ
@@ -255,6 +256,7 @@ def test_mixture_of_logistics_is_a_distribution_over_the_bins(num_classes):
 
 
 @pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.slow
 def test_a_sharp_mixture_scores_near_zero_bits_at_any_depth(bits):
     """One component at the smallest scale centred on the target bin: almost all the mass
     in that bin, at 8 and at 16 bits (the floor comes from the number of classes; a fixed
@@ -279,6 +281,7 @@ def test_a_sharp_mixture_scores_near_zero_bits_at_any_depth(bits):
         assert (fixed[1:-1] > 6).all()
 
 
+@pytest.mark.slow
 def test_model_heads_shapes():
     for head in ("softmax", "mol"):
         cfg = tiny(head=head, num_mixtures=5)

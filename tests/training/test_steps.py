@@ -154,6 +154,7 @@ EIGHT_DEVICES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_one_step_on_8_devices_equals_one_step_on_one_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu")
@@ -175,6 +176,7 @@ def test_one_step_on_8_devices_equals_one_step_on_one_device():
 # Learning
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_one_short_clip():
     cfg = wm.preset("tiny", num_classes=256, num_genres=0)
     rf = wm.receptive_field(cfg)
@@ -195,6 +197,7 @@ def test_tiny_model_overfits_one_short_clip():
     assert last < 0.05, last
 
 
+@pytest.mark.slow
 def test_bfloat16_mixture_model_trains_with_float32_state():
     cfg = wm.preset("tiny", num_classes=256, num_genres=0, head="mol", num_mixtures=4,
                     dtype="bfloat16")
@@ -215,6 +218,7 @@ def test_bfloat16_mixture_model_trains_with_float32_state():
     assert np.isfinite(losses).all() and losses[-1] < losses[0] - 1.0
 
 
+@pytest.mark.slow
 def test_ema_is_debiased_so_the_initial_weights_carry_no_weight():
     cfg = wm.preset("tiny", num_classes=256, num_genres=0)
     decay = 0.75
@@ -240,6 +244,7 @@ def test_ema_is_debiased_so_the_initial_weights_carry_no_weight():
         np.testing.assert_allclose(e, p, rtol=1e-5, atol=1e-7)  # one step: the parameters
 
 
+@pytest.mark.slow
 def test_eval_step_ignores_padding_and_sums_bits():
     cfg = wm.preset("tiny", num_classes=256, num_genres=0)
     graphdef, state = wt.create_train_state(cfg, wt.OptimConfig().for_run(10))
