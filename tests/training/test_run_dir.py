@@ -6,17 +6,16 @@ as the code of that day saved it, without the data iterator's files)."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
 
+from helpers import ROOT, run_command
 from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import run_dir
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "run-saved-2026-12-03")
 
 
@@ -74,8 +73,7 @@ def test_sampling_and_evaluation_import_no_training_step():
             f"run_dir.load_run({FIXTURE!r}); "
             "print(sorted(m for m in sys.modules if m in ('wavegen.training.steps', "
             "'wavegen.training.loop')))")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    res = run_command([sys.executable, "-c", code], timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "[]"
 

@@ -9,8 +9,6 @@ whatever the collection order.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 
@@ -19,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import run_command
 from wavegen.data import audio
 from wavegen.data import synth
 from wavegen.data import input_pipeline as ip
@@ -26,7 +25,6 @@ from wavegen.model import wavenet as wm
 from wavegen.training import steps as wt
 from wavegen.data.dataset import DatasetSpec, open_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def spec(context=4096, bits=8, genres=("unknown",)):
@@ -156,10 +154,8 @@ EIGHT_DEVICES = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_one_step_on_8_devices_equals_one_step_on_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    run = subprocess.run([sys.executable, "-c", EIGHT_DEVICES], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    run = run_command([sys.executable, "-c", EIGHT_DEVICES], env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     r = json.loads(run.stdout.strip().splitlines()[-1])
     assert r["devices"] == 8
