@@ -118,7 +118,7 @@ def test_the_equivalence_test_catches_a_generator_that_drops_a_bias(path):
         assert not np.any(np.asarray(functools.reduce(lambda n, k: n[k], path, fresh)))
 
 
-@pytest.mark.parametrize("prime_len", [5, 200])
+@pytest.mark.parametrize("prime_len", [5, pytest.param(200, marks=pytest.mark.slow)])
 def test_start_fills_the_caches_as_teacher_forcing_does(prime_len):
     """`start` fills the caches with one parallel pass; stepping through the silence and
     the prime (all but its last sample) leaves the same past."""

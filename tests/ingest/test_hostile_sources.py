@@ -255,6 +255,7 @@ def test_credentials_follow_a_redirect_only_to_the_same_origin():
         assert [h.get("Authorization") for _, h in other.request_headers] == [None]
 
 
+@pytest.mark.slow
 def test_credentials_never_reach_the_output_folder_or_the_console(tmp_path):
     listing = tmp_path / "songs.urls"
     with serve({"/a.wav": wav_bytes(1.0), "/gone.wav": 404}) as base:

@@ -130,6 +130,7 @@ def test_training_report_and_bench_evaluations_agree(case, monkeypatch):
         assert g["bits_per_sample"] == pytest.approx(bits[chosen].mean(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_plain_baseline_is_scored_on_the_same_targets(case, monkeypatch):
     monkeypatch.setattr(ip, "eval_batches", lambda *a, **k: iter([dict(case.batch)]))
     dataset = SimpleNamespace(spec=case.spec)
