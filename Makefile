@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup cluster-deps test test-fast demo cluster-demo bench lock clean
+.PHONY: setup cluster-deps test test-fast lint demo cluster-demo bench lock clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ test: setup cluster-deps
 # nothing downloaded beyond `make setup`. `make test` still runs everything.
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+# ruff (configured in pyproject.toml: pyflakes, import order, pycodestyle's errors).
+lint: setup
+	$(PY) -m ruff check .
 
 # The whole system on an embedded corpus (or SONGS=... METADATA=... for real data).
 SONGS ?=

@@ -39,8 +39,8 @@ from collections.abc import Iterator
 from apache_beam.io.filesystems import FileSystems
 
 from wavegen.data.dataset import INFO_FILE, SHARD_PATTERN, shard_filename
-from wavegen.errors import UserError, one_line
 from wavegen.data.paths import is_local, local_path
+from wavegen.errors import UserError, one_line
 
 LOCK_FILE = ".wavegen.lock"
 JOURNAL = ".wavegen-replace.json"

@@ -40,20 +40,23 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
-from beam_pipelines import lifecycle
-from beam_pipelines import output_folder
-from beam_pipelines.transforms import Preprocess
-from wavegen.data import audio
-from wavegen.data.paths import is_local, local_path
-from wavegen.errors import UserError, one_line
-from wavegen.data.dataset import (FILENAME_TEMPLATE, INFO_FILE, MAX_SHARDS, DatasetSpec,
-                                  features, shard_filename)
-from beam_pipelines.ingest import fetch
+from beam_pipelines import lifecycle, output_folder
+from beam_pipelines.ingest import fetch, song_chunks, sources
 from beam_pipelines.ingest import fma_metadata as fma
-from beam_pipelines.ingest import song_chunks
-from beam_pipelines.ingest import sources
 from beam_pipelines.ingest import tfrecord_framing as tfrecord
 from beam_pipelines.ingest.song_chunks import ChunkingConfig
+from beam_pipelines.transforms import Preprocess
+from wavegen.data import audio
+from wavegen.data.dataset import (
+    FILENAME_TEMPLATE,
+    INFO_FILE,
+    MAX_SHARDS,
+    DatasetSpec,
+    features,
+    shard_filename,
+)
+from wavegen.data.paths import is_local, local_path
+from wavegen.errors import UserError, one_line
 
 log = logging.getLogger("wavegen.pipeline")
 

@@ -24,13 +24,11 @@ import zipfile
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_pipelines.ingest import fetch
-from beam_pipelines.ingest import song_chunks
-from beam_pipelines.ingest import sources
+from beam_pipelines.ingest import fetch, song_chunks, sources
 from beam_pipelines.ingest import tfrecord_framing as tfrecord
-from wavegen.data.dataset import DatasetSpec, example, shard_filename
 from beam_pipelines.ingest.song_chunks import ChunkingConfig
 from beam_pipelines.ingest.sources import SongRef
+from wavegen.data.dataset import DatasetSpec, example, shard_filename
 
 SONGS = "songs"  # tag of the per-song accounting output
 log = logging.getLogger("wavegen.pipeline")

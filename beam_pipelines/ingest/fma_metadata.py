@@ -19,9 +19,10 @@ import posixpath
 import re
 import zipfile
 import zlib
-from wavegen.errors import UserError
 from collections.abc import Iterable
 from typing import TextIO
+
+from wavegen.errors import UserError
 
 # FMA's split names -> ours.
 FMA_SPLITS = {"training": "train", "validation": "validation", "test": "test"}

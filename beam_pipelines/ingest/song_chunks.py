@@ -14,9 +14,9 @@ from typing import BinaryIO
 
 import numpy as np
 
+from beam_pipelines.ingest import fetch
 from wavegen.data import audio
 from wavegen.data.dataset import DatasetSpec, genre_names
-from beam_pipelines.ingest import fetch
 
 # Why a song was not written. Stable names: they key failed.jsonl, the summary and metrics.
 UNDECODABLE = "undecodable"  # not audio, corrupt, or a decoder error before any audio

@@ -37,13 +37,12 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
-from wavegen.data import audio
-from wavegen.errors import UserError, one_line
-from wavegen.data.paths import is_local, local_path
-from beam_pipelines.ingest import fetch
+from beam_pipelines.ingest import fetch, song_chunks
 from beam_pipelines.ingest import fma_metadata as fma
-from beam_pipelines.ingest import song_chunks
+from wavegen.data import audio
 from wavegen.data.dataset import UNKNOWN_GENRE
+from wavegen.data.paths import is_local, local_path
+from wavegen.errors import UserError, one_line
 
 GENRE_FROM = ("folder", "none", "fma")
 SPLIT_FROM = ("hash", "fma")

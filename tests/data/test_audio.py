@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from helpers import chunk_array, num_chunks, tone, write_audio
 from wavegen.data import audio
+
+from helpers import chunk_array, num_chunks, tone, write_audio
 
 
 @pytest.mark.parametrize("bits", [8, 10, 16])

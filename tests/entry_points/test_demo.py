@@ -7,11 +7,12 @@ import re
 import numpy as np
 import pytest
 
-from experiments import demo_corpus
-from helpers import ROOT
-from wavegen.data import audio
 from beam_pipelines.ingest import song_chunks as preprocess
+from experiments import demo_corpus
+from wavegen.data import audio
 from wavegen.data.dataset import DatasetSpec
+
+from helpers import ROOT
 
 
 def _centroid_hz(x, sr):

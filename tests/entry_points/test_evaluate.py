@@ -10,10 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import experiment_script, run_command
 from wavegen.data import input_pipeline as ip
 from wavegen.data.dataset import open_dataset
 from wavegen.training import evaluation
+
+from helpers import experiment_script, run_command
 
 EVALUATE = [sys.executable, experiment_script("evaluate")]
 

@@ -15,6 +15,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import MissingMandatoryValue
 
 from experiments import hydra_schema as schema
+
 from helpers import ROOT, experiment_script, run_command
 
 CONFIGS = os.path.join(ROOT, "configs")

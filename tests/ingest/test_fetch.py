@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from songserver import (Delay, Drop, Redirect, Respond, Stream, drop_in_body,
-                        drop_in_headers, serve)
 from beam_pipelines.ingest import fetch as F
+
+from songserver import Delay, Drop, Redirect, Respond, Stream, drop_in_body, drop_in_headers, serve
 
 # Timeouts generous enough for a loaded machine on the success paths (the timeout tests
 # set their own); `sleep` is injected so backoff costs nothing.

@@ -6,9 +6,16 @@ import zipfile
 
 import pytest
 
-from fma_fixture import (member_name, mp3_bytes, tracks_csv_text, write_fma_zip,
-                         write_metadata_zip, write_tracks_csv)
 from beam_pipelines.ingest import fma_metadata as fma
+
+from fma_fixture import (
+    member_name,
+    mp3_bytes,
+    tracks_csv_text,
+    write_fma_zip,
+    write_metadata_zip,
+    write_tracks_csv,
+)
 
 TRACKS = [
     {"track_id": 2, "genre_top": "Hip-Hop", "split": "training", "subset": "small"},

@@ -12,13 +12,13 @@ import zipfile
 import pytest
 import soundfile as sf
 
-from helpers import preprocess_cli, run_pipeline, tone, write_audio
-from songserver import Redirect, serve
-from beam_pipelines.ingest import fetch
+from beam_pipelines.ingest import fetch, sources
 from beam_pipelines.ingest import fma_metadata as fma
 from beam_pipelines.ingest import song_chunks as sc
-from beam_pipelines.ingest import sources
 from wavegen.data.dataset import DatasetSpec, open_dataset
+
+from helpers import preprocess_cli, run_pipeline, tone, write_audio
+from songserver import Redirect, serve
 
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=3200,
                    context_samples=200)

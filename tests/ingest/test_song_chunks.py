@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import chunk_array, num_chunks, tone, write_audio
-from wavegen.data import audio
 from beam_pipelines.ingest import song_chunks as preprocess
 from beam_pipelines.ingest import sources
+from wavegen.data import audio
 from wavegen.data.dataset import DatasetSpec
+
+from helpers import chunk_array, num_chunks, tone, write_audio
 
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=4000,
                    context_samples=1000)

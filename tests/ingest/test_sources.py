@@ -8,12 +8,12 @@ import zipfile
 
 import pytest
 
-from helpers import run_pipeline
-from fma_fixture import mp3_bytes, write_fma_zip
-from beam_pipelines.ingest import fetch
+from beam_pipelines.ingest import fetch, sources
 from beam_pipelines.ingest import song_chunks as preprocess
-from beam_pipelines.ingest import sources
 from wavegen.data.dataset import DatasetSpec
+
+from fma_fixture import mp3_bytes, write_fma_zip
+from helpers import run_pipeline
 
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=3000,
                    context_samples=500)

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from wavegen.data.dataset import DatasetSpec
 from wavegen.model import losses
 from wavegen.model import wavenet as wm
-from wavegen.data.dataset import DatasetSpec
 
 from random_params import randomized_split
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from beam_pipelines.ingest import fetch, sources
+from beam_pipelines.ingest import song_chunks as sc
+from wavegen.data.dataset import DatasetSpec
+
 from fma_fixture import mp3_bytes
 from helpers import preprocess_cli, tone, write_audio
-from wavegen.data.dataset import DatasetSpec
-from beam_pipelines.ingest import fetch
-from beam_pipelines.ingest import song_chunks as sc
-from beam_pipelines.ingest import sources
 
 SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_samples=3000,
                    context_samples=500)

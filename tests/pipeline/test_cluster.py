@@ -23,6 +23,7 @@ import pytest
 
 from beam_pipelines.output_folder import LOCK_FILE
 from experiments import cluster_demo
+
 from helpers import tone, write_audio
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -16,9 +16,10 @@ import zipfile
 import pytest
 import soundfile as sf
 
+from beam_pipelines.ingest import song_chunks as sc
+
 from helpers import FORMATS, preprocess_cli, tone
 from songserver import serve
-from beam_pipelines.ingest import song_chunks as sc
 
 SEED = int(os.environ.get("WAVEGEN_FUZZ_SEED", random.SystemRandom().randrange(2**31)))
 
@@ -146,7 +147,7 @@ def test_fuzzed_inputs_are_all_accounted_for(tmp_path, round_):
                if not p.startswith(str(tmp_path / "out")) and before.get(p) != after.get(p)}
     assert not outside, f"{where} changed outside the output folder: {sorted(outside)[:5]}"
     summary = json.loads((out / "summary.json").read_text())
-    failed = [json.loads(l) for l in (out / "failed.jsonl").read_text().splitlines()]
+    failed = [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines()]
     assert summary["songs_in"] == len(ids) + n_urls, where
     assert summary["songs_in"] == summary["songs_written"] + summary["songs_failed"], where
     assert len(failed) == summary["songs_failed"], where

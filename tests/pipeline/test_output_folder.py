@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from beam_pipelines import output_folder as of
+
 from helpers import preprocess_cli, run_command, run_pipeline, tone, write_audio
 
 CRASH_AT_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_at_step.py")

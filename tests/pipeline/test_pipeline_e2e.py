@@ -11,10 +11,11 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from helpers import num_chunks, preprocess_cli, tone, write_audio
-from wavegen.data import audio
 from beam_pipelines.ingest import song_chunks as preprocess
+from wavegen.data import audio
 from wavegen.data.dataset import load_dataset_spec
+
+from helpers import num_chunks, preprocess_cli, tone, write_audio
 
 CHUNK_ARGS = ["--chunk_seconds=0.5", "--context_samples=1000",
               "--split=train:0.6,validation:0.2,test:0.2", "--genre_from=folder"]
@@ -89,8 +90,8 @@ def test_counts_balance_and_every_bad_input_is_dead_lettered(cli_run):
     assert summary["songs_in"] == len(GOOD) + len(BAD)
     assert summary["songs_written"] == len(GOOD)
     assert summary["songs_failed"] == len(BAD)
-    failed = {json.loads(l)["song_id"]: json.loads(l)
-              for l in (out / "failed.jsonl").read_text().splitlines()}
+    failed = {json.loads(line)["song_id"]: json.loads(line)
+              for line in (out / "failed.jsonl").read_text().splitlines()}
     assert set(failed) == set(BAD)
     for sid, rec in failed.items():
         assert rec["reason"] in BAD[sid], rec

@@ -15,9 +15,10 @@ import time
 
 import pytest
 
+from beam_pipelines import output_folder, preprocess
+
 from helpers import ROOT, preprocess_cli, run_command, run_pipeline, tone, write_audio
 from songserver import Delay, serve
-from beam_pipelines import output_folder, preprocess
 
 SMALL = ["--chunk_seconds=0.2", "--context_samples=200", "--split=train:1"]
 LOCAL = ["--direct_num_workers=2"]  # the default runner: FnApiRunner, multi_processing

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import run_pipeline, tone, write_audio
-from fma_fixture import mp3_bytes, write_fma_zip, write_metadata_zip
-from songserver import Delay, drop_in_body, serve
 from beam_pipelines.ingest import fma_metadata as fma
 from beam_pipelines.ingest import song_chunks as preprocess
+
+from fma_fixture import mp3_bytes, write_fma_zip, write_metadata_zip
+from helpers import run_pipeline, tone, write_audio
+from songserver import Delay, drop_in_body, serve
 
 CHUNKS = ["--chunk_seconds=0.25", "--context_samples=500"]
 
@@ -66,8 +67,8 @@ def test_fma_archive_with_metadata_genres_and_splits(fma_files, tmp_path):
     assert summary["songs_in"] == len(members) == 8
     assert summary["songs_written"] == 5
     assert summary["songs_failed"] == 3
-    failed = {json.loads(l)["song_id"]: json.loads(l)
-              for l in (out / "failed.jsonl").read_text().splitlines()}
+    failed = {json.loads(line)["song_id"]: json.loads(line)
+              for line in (out / "failed.jsonl").read_text().splitlines()}
     assert failed["666"]["reason"] == preprocess.UNDECODABLE
     assert failed["999"]["reason"] == preprocess.NO_METADATA
     assert failed["1200"]["reason"] == preprocess.TOO_LARGE
@@ -168,8 +169,8 @@ def test_url_list_outcomes_over_local_http(tmp_path):
         requests = dict(base.requests)
     assert code == 0
     assert elapsed < 60
-    failed = {json.loads(l)["song_id"].rsplit("/", 1)[-1]: json.loads(l)
-              for l in (out / "failed.jsonl").read_text().splitlines()}
+    failed = {json.loads(line)["song_id"].rsplit("/", 1)[-1]: json.loads(line)
+              for line in (out / "failed.jsonl").read_text().splitlines()}
     expect = {"missing.mp3": ("http_error", 404, 1), "slow.mp3": ("timeout", None, 3),
               "drop.mp3": ("connection_error", 200, 3),
               "badsum.mp3": ("checksum_mismatch", 200, 1),

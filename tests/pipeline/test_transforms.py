@@ -11,12 +11,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines.transforms import SONGS, Preprocess, ProcessSongs, WriteShards
-from helpers import read_records, tone, write_audio
 from beam_pipelines.ingest import song_chunks as preprocess
-from wavegen.data.dataset import DatasetSpec, features
 from beam_pipelines.ingest.song_chunks import ChunkingConfig
 from beam_pipelines.ingest.sources import SongRef
+from beam_pipelines.transforms import SONGS, Preprocess, ProcessSongs, WriteShards
+from wavegen.data.dataset import DatasetSpec, features
+
+from helpers import read_records, tone, write_audio
 
 SPEC = DatasetSpec(sample_rate=8000, quantization="mulaw", bits=8, chunk_samples=2000,
                    context_samples=500, genres=("a", "unknown"))

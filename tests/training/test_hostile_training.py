@@ -17,11 +17,12 @@ import time
 import pytest
 
 from experiments import hydra_schema as schema
-from helpers import ROOT, experiment_script, run_command
 from wavegen.data import dataset as dataset_lib
 from wavegen.model import wavenet as wm
 from wavegen.training import loop, resources
 from wavegen.training import steps as wt
+
+from helpers import ROOT, experiment_script, run_command
 
 SCRIPT = {name: experiment_script(name) for name in ("train", "sample", "evaluate")}
 TRAIN_SHARD = "wavegen-train.tfrecord-00000-of-00001"
@@ -320,7 +321,8 @@ def test_chunk_samples_edited_in_both_metadata_files_is_named(data_dir, tmp_path
 
 
 def compose(config, overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     {"train": schema.register, "sample": schema.register_sample,
      "evaluate": schema.register_evaluate}[config]()

@@ -12,9 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import ROOT, run_command
 from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import run_dir
+
+from helpers import ROOT, run_command
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "run-saved-2026-12-03")
 

@@ -17,14 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import run_command
-from wavegen.data import audio
-from wavegen.data import synth
+from wavegen.data import audio, synth
 from wavegen.data import input_pipeline as ip
+from wavegen.data.dataset import DatasetSpec, open_dataset
 from wavegen.model import wavenet as wm
 from wavegen.training import steps as wt
-from wavegen.data.dataset import DatasetSpec, open_dataset
 
+from helpers import run_command
 
 
 def spec(context=4096, bits=8, genres=("unknown",)):

@@ -161,7 +161,7 @@ def _merge(graphdef: nnx.GraphDef, params: Any) -> wm.WaveNet:
 
 def _weights(model: wm.WaveNet, genre: jax.Array | None) -> _Weights:
     cond = model.conditioning(genre)
-    layers = tuple(l.weights(cond, model.cfg.compute_dtype) for l in model.layers)
+    layers = tuple(layer.weights(cond, model.cfg.compute_dtype) for layer in model.layers)
     return _Weights(layers, tuple(w.conv[-1] for w in layers),
                     jnp.stack([w.conv[:-1] for w in layers]), wm.stacked_skips(layers))
 
@@ -302,7 +302,10 @@ def draw(cfg: wm.ModelConfig, outputs: jax.Array, noise: jax.Array,
     m = cfg.num_mixtures
     logit_probs, means, log_scales = losses.split_mol(outputs, m, cfg.mol_log_scale_min)
     comp = gumbel_max(logit_probs, noise[..., :m])
-    pick = lambda a: jnp.take_along_axis(a, comp[..., None], axis=-1)[..., 0]
+
+    def pick(a):  # each stream's chosen mixture component of `a`
+        return jnp.take_along_axis(a, comp[..., None], axis=-1)[..., 0]
+
     x = pick(means) + t * jnp.exp(pick(log_scales)) * noise[..., m]
     return losses.unit_to_bins(x, cfg.num_classes)
 

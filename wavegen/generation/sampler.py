@@ -23,15 +23,15 @@ import numpy as np
 
 from wavegen.data import audio
 from wavegen.data.dataset import UNKNOWN_GENRE, DatasetSpec
+from wavegen.errors import UserError
 from wavegen.generation import generator, genre_check, references
 from wavegen.generation import listening_page as page
 from wavegen.model import wavenet as model_lib
 from wavegen.progress import progress_bar
-from wavegen.training import run_dir as run_lib
-from wavegen.training.run_dir import Run
 from wavegen.training import metrics as run_metrics
 from wavegen.training import resources
-from wavegen.errors import UserError
+from wavegen.training import run_dir as run_lib
+from wavegen.training.run_dir import Run
 
 log = logging.getLogger("wavegen.sample")
 

@@ -30,8 +30,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from wavegen.data.dataset import DatasetSpec
-from wavegen.model.wavenet import ModelConfig
 from wavegen.errors import UserError
+from wavegen.model.wavenet import ModelConfig
 
 BEST_METRIC = "val_bits"
 

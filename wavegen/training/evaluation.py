@@ -28,11 +28,11 @@ import numpy as np
 
 from wavegen.data import input_pipeline
 from wavegen.data.dataset import Dataset, DatasetError, open_dataset
+from wavegen.errors import UserError
 from wavegen.model import wavenet as model_lib
 from wavegen.progress import progress_bar
 from wavegen.training import run_dir as run_lib
 from wavegen.training import scoring
-from wavegen.errors import UserError
 
 log = logging.getLogger("wavegen.evaluate")
 

@@ -40,14 +40,14 @@ import numpy as np
 
 from wavegen.data import input_pipeline
 from wavegen.data.dataset import Dataset, open_dataset
+from wavegen.errors import UserError
 from wavegen.model import wavenet as model_lib
+from wavegen.progress import progress_bar
 from wavegen.training import checkpoints as ckpt_lib
 from wavegen.training import metrics as run_metrics
-from wavegen.training import run_dir as run_lib
 from wavegen.training import resources
-from wavegen.progress import progress_bar
+from wavegen.training import run_dir as run_lib
 from wavegen.training import steps as train_lib
-from wavegen.errors import UserError
 
 log = logging.getLogger("wavegen.train")
 

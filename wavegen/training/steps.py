@@ -28,13 +28,19 @@ from flax import nnx, struct
 from wavegen.errors import UserError
 from wavegen.model.losses import LN2
 from wavegen.model.wavenet import ModelConfig, WaveNet
+
 # Evaluation lives in scoring (it needs no optimizer); its names are used here and
 # through this module by training's callers.
-from wavegen.training.scoring import (AXIS, evaluate, make_p_eval_step,  # noqa: F401
-                                      merge_model, model_loss, replicate, score,
-                                      unreplicate)
-
-
+from wavegen.training.scoring import (  # noqa: F401
+    AXIS,
+    evaluate,
+    make_p_eval_step,
+    merge_model,
+    model_loss,
+    replicate,
+    score,
+    unreplicate,
+)
 
 # Warmup when optim.warmup_steps is unset: this fraction of the run, at most the cap.
 WARMUP_FRACTION = 0.05
