@@ -99,7 +99,8 @@ def test_evaluation_scores_wavegens_targets_and_unigram(synth_dataset):
     ds = open_dataset(synth_dataset())
     cfg = wm.for_dataset(wm.preset("tiny"), ds.spec)
     graphdef, state = wt.create_train_state(cfg, wt.OptimConfig().for_run(10), seed=0)
-    ours = wt.evaluate_split(graphdef, wt.replicate(state.params), ds, per_device_batch=4)
+    ours = wt.evaluate(wt.make_p_eval_step(graphdef), wt.replicate(state.params),
+                       pw.split_batches(ds, wm.receptive_field(cfg), per_device_batch=4))
     plain = pw.PlainConfig.like(cfg)
     theirs = pw.evaluate_split(plain, pw.init_params(plain), ds, per_device_batch=4)
     assert theirs["targets"] == ours["targets"] > 0

@@ -3,17 +3,20 @@ check the WAVs, the pictures, samples.json, the listening page and the errors.""
 
 import html.parser
 import json
-from pathlib import Path
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import experiment_script, run_command, write_audio
 from wavegen.data import synth
+from wavegen.training.checkpoints import CheckpointError
+from wavegen.training.run_dir import load_run
+
+from helpers import experiment_script, run_command, write_audio
 
 SAMPLE = [sys.executable, experiment_script("sample")]
 TRAIN = [sys.executable, experiment_script("train")]
@@ -37,8 +40,9 @@ def trained(tmp_path_factory, synth_dataset):
 def test_samples_have_the_requested_length_rate_and_are_music_not_noise(trained, tmp_path):
     data, run_dir = trained
     out = tmp_path / "out"
-    res = run(SAMPLE + [f"checkpoint={run_dir}", "seconds=0.5", "num_samples=3",
-                        "temperature=1.0", "genre=piano_waltz", "seed=3", f"output_dir={out}"])
+    res = run(SAMPLE + [f"checkpoint={run_dir}", "step=latest", "seconds=0.5",
+                        "num_samples=3", "temperature=1.0", "genre=piano_waltz", "seed=3",
+                        f"output_dir={out}"])
     meta = json.loads((out / "samples.json").read_text())
     assert meta["checkpoint_step"] == 20 and meta["sample_rate"] == 16000
     assert meta["samples_per_s"] > 0 and meta["settings"]["genre"] == "piano_waltz"
@@ -306,8 +310,6 @@ class _Text(html.parser.HTMLParser):
 @pytest.mark.slow
 def test_a_checkpoint_that_does_not_match_its_config_is_refused_in_one_line(trained,
                                                                             tmp_path):
-    from wavegen.generation import sampler
-
     _, run_dir = trained
     for field, value in (("residual_channels", 24), ("stacks", 3), ("genre_embed_dim", 8)):
         bad = _copy_run(run_dir, tmp_path / f"bad_{field}")
@@ -316,9 +318,8 @@ def test_a_checkpoint_that_does_not_match_its_config_is_refused_in_one_line(trai
             meta["model_config"][field] = value
 
         _edit_meta(bad, edit)
-        with pytest.raises(sampler.SamplingError, match="does not match its model config") \
-                as e:
-            sampler.load(str(bad))
+        with pytest.raises(CheckpointError, match="does not match its model config") as e:
+            load_run(str(bad))
         assert "\n" not in str(e.value)
 
 
@@ -348,8 +349,6 @@ def _params_equal(a, b):
 
 @pytest.mark.slow
 def test_a_checkpoint_saved_under_the_old_optimizer_names_samples(trained, tmp_path):
-    from wavegen.generation import sampler
-
     _, run_dir = trained
     old = _copy_run(run_dir, tmp_path / "old_names")
 
@@ -359,21 +358,19 @@ def test_a_checkpoint_saved_under_the_old_optimizer_names_samples(trained, tmp_p
         optim["end_learning_rate"] = optim.pop("end_lr")
 
     _edit_meta(old, rename)
-    got, want = sampler.load(str(old)), sampler.load(str(run_dir))
+    got, want = load_run(str(old)), load_run(str(run_dir))
     assert got.use_ema and got.step == want.step
     assert _params_equal(got.params, want.params)
 
 
 @pytest.mark.slow
 def test_a_step_with_damaged_array_metadata_is_one_line(trained, tmp_path):
-    from wavegen.generation import sampler
-
     _, run_dir = trained
     bad = _copy_run(run_dir, tmp_path / "damaged")
     step = max(int(s) for s in os.listdir(bad / "checkpoints") if s.isdigit())
     (bad / "checkpoints" / str(step) / "state" / "_METADATA").write_text("{not json")
-    with pytest.raises(sampler.SamplingError) as e:
-        sampler.load(str(bad))
+    with pytest.raises(CheckpointError) as e:
+        load_run(str(bad))
     assert f"{step}: unreadable array metadata" in str(e.value)
     assert "\n" not in str(e.value)
     res = run(SAMPLE + [f"checkpoint={bad}", f"output_dir={tmp_path}/o"], check=False)
@@ -385,13 +382,12 @@ def test_a_step_with_damaged_array_metadata_is_one_line(trained, tmp_path):
 def test_sampling_and_evaluation_agree_on_the_ema_of_a_run_that_did_not_record_it(
         trained, tmp_path):
     """A run that kept an EMA but whose meta predates the `ema` flag: both use the EMA."""
-    from wavegen.generation import sampler
     from wavegen.training import evaluation
 
     _, run_dir = trained  # trained with optim.ema_decay=0.9
     old = _copy_run(run_dir, tmp_path / "no_flag")
     _edit_meta(old, lambda meta: meta.pop("ema"))
-    loaded = sampler.load(str(old))
+    loaded = load_run(str(old))
     report = evaluation.evaluate_checkpoint(evaluation.EvalConfig(
         checkpoint=str(old), step="latest", split="validation", batches=1, batch_size=2,
         progress=False))
