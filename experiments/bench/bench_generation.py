@@ -32,7 +32,7 @@ classes, no genre conditioning, float32), sampling at temperature 1:
    cached row reports its fraction of that bound (over B at batch B: the weights are read
    once per step for all streams).
 
-Goals (issues 7 and 14): small b1 >= 16,000 samples/s (real time at 16 kHz), small b16 >=
+Goals: small b1 >= 16,000 samples/s (real time at 16 kHz), small b16 >=
 64,000 samples/s in total, medium b1 >= 8,000 samples/s (half real time at 16 kHz),
 cached >= 100x naive.
 

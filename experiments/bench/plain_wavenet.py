@@ -1,6 +1,6 @@
 """A deliberately plain, untuned WaveNet in pure JAX (jax.numpy + optax, no Flax): the
-baseline that `bench_training`'s learning check sets beside wavegen's defaults (issue 12
-item 10: "learning as fast as a plain WaveNet").
+baseline that `bench_training`'s learning check sets beside wavegen's defaults (do they
+learn as fast as a plain WaveNet?).
 
 What a new user would write from the paper and r9y9's wavenet_vocoder, nothing tuned:
 

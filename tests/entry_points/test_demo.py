@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from beam_pipelines.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import song_chunks as sc
 from experiments import demo_corpus
 from wavegen.data import audio
 from wavegen.data.dataset import DatasetSpec
@@ -33,8 +33,8 @@ def test_corpus_has_three_styles_in_both_formats_and_one_corrupt_file(tmp_path):
     for f in files:
         path = str(tmp_path / f)
         if f.endswith("corrupt.mp3"):
-            with pytest.raises(preprocess.SongFailure):
-                list(preprocess.song_chunks(path, path, spec, preprocess.SongStats()))
+            with pytest.raises(sc.SongFailure):
+                list(sc.song_chunks(path, path, spec, sc.SongStats()))
             continue
         x = audio.load_audio(path, 16000)
         assert len(x) == pytest.approx(32000, abs=1200) and np.abs(x).max() > 0.1

@@ -172,7 +172,7 @@ def test_errors_are_one_clear_line(trained, tmp_path):
 
 
 # --------------------------------------------------------------------------------------
-# Genres, EMA, references and the genre check (issue 12)
+# Genres, EMA, references and the genre check
 
 
 def _meta(out):
@@ -248,7 +248,7 @@ def test_the_page_puts_a_real_song_beside_each_genre_and_checks_the_genre(traine
 
 
 # --------------------------------------------------------------------------------------
-# Bad input (issue 13)
+# Bad input
 
 
 def _copy_run(run_dir, dest):

@@ -1,4 +1,4 @@
-"""Hostile inputs, second round (issue 20): links to folders, duplicate archive members,
+"""Hostile inputs: links to folders, duplicate archive members,
 genre names that do not survive the dataset's files, empty or text files named as audio,
 and credentials inside URLs."""
 

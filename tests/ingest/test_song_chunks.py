@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from beam_pipelines.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import song_chunks as sc
 from beam_pipelines.ingest import sources
 from wavegen.data import audio
 from wavegen.data.dataset import DatasetSpec
@@ -22,8 +22,8 @@ SPEC = DatasetSpec(sample_rate=16000, quantization="mulaw", bits=8, chunk_sample
 
 
 def chunks_of(path, spec=SPEC, **kw):
-    stats = preprocess.SongStats()
-    return list(preprocess.song_chunks(path, path, spec, stats, **kw)), stats
+    stats = sc.SongStats()
+    return list(sc.song_chunks(path, path, spec, stats, **kw)), stats
 
 
 def test_song_gives_the_expected_chunks_of_the_resampled_song(tmp_path):
@@ -42,9 +42,9 @@ def test_song_gives_the_expected_chunks_of_the_resampled_song(tmp_path):
 
 def test_silent_song_fails_at_its_end(tmp_path):
     path = write_audio(tmp_path / "quiet.wav", np.zeros((48000, 1), np.float32), 16000)
-    with pytest.raises(preprocess.SongFailure) as e:
+    with pytest.raises(sc.SongFailure) as e:
         chunks_of(path)
-    assert e.value.reason == preprocess.SILENT and "quiet.wav" in e.value.detail
+    assert e.value.reason == sc.SILENT and "quiet.wav" in e.value.detail
 
 
 def test_song_silent_at_first_keeps_its_held_back_chunks(tmp_path):
@@ -92,21 +92,21 @@ def test_trimming_holds_a_long_silence_on_disk_not_in_memory():
 
 def test_too_short_song_fails(tmp_path):
     path = write_audio(tmp_path / "s.ogg", tone(0.2, 16000), 16000)
-    with pytest.raises(preprocess.SongFailure) as e:
+    with pytest.raises(sc.SongFailure) as e:
         chunks_of(path)
-    assert e.value.reason == preprocess.TOO_SHORT and "shorter than one chunk" in e.value.detail
+    assert e.value.reason == sc.TOO_SHORT and "shorter than one chunk" in e.value.detail
 
 
 @pytest.mark.parametrize("make,reason", [
-    (lambda p: p.write_bytes(b""), preprocess.UNDECODABLE),
-    (lambda p: p.write_text("not audio at all\n" * 100), preprocess.UNDECODABLE),
-    (lambda p: p.write_bytes(np.random.default_rng(1).bytes(30000)), preprocess.UNDECODABLE),
+    (lambda p: p.write_bytes(b""), sc.UNDECODABLE),
+    (lambda p: p.write_text("not audio at all\n" * 100), sc.UNDECODABLE),
+    (lambda p: p.write_bytes(np.random.default_rng(1).bytes(30000)), sc.UNDECODABLE),
 ])
 @pytest.mark.parametrize("ext", [".mp3", ".wav", ".flac", ".ogg"])
 def test_garbage_is_undecodable(tmp_path, make, reason, ext):
     p = tmp_path / f"bad{ext}"
     make(p)
-    with pytest.raises(preprocess.SongFailure) as e:
+    with pytest.raises(sc.SongFailure) as e:
         chunks_of(str(p))
     assert e.value.reason == reason and f"bad{ext}" in e.value.detail
 
@@ -124,9 +124,9 @@ def lying_wav(path, frames_written, frames_declared, sr=16000):
 
 def test_header_that_lies_about_its_length_fails(tmp_path):
     path = lying_wav(tmp_path / "lie.wav", frames_written=800, frames_declared=16000 * 60)
-    with pytest.raises(preprocess.SongFailure) as e:
+    with pytest.raises(sc.SongFailure) as e:
         chunks_of(path)
-    assert e.value.reason in (preprocess.TOO_SHORT, preprocess.NO_AUDIO, preprocess.UNDECODABLE)
+    assert e.value.reason in (sc.TOO_SHORT, sc.NO_AUDIO, sc.UNDECODABLE)
 
 
 @pytest.mark.parametrize("ext,keep", [(".flac", 0.02), (".ogg", 0.25), (".mp3", 0.05)])
@@ -135,9 +135,9 @@ def test_truncated_file_without_usable_audio_fails(tmp_path, ext, keep):
     data = open(full, "rb").read()
     cut = tmp_path / f"cut{ext}"
     cut.write_bytes(data[:int(len(data) * keep)])
-    with pytest.raises(preprocess.SongFailure) as e:
+    with pytest.raises(sc.SongFailure) as e:
         chunks_of(str(cut))
-    assert e.value.reason in (preprocess.UNDECODABLE, preprocess.NO_AUDIO, preprocess.TOO_SHORT)
+    assert e.value.reason in (sc.UNDECODABLE, sc.NO_AUDIO, sc.TOO_SHORT)
 
 
 def test_truncated_long_file_keeps_its_usable_audio(tmp_path):
@@ -159,10 +159,10 @@ def test_decoding_streams_a_long_file_in_bounded_memory(tmp_path, silent_minutes
         block = tone(10.0, sr, channels=2)
         for i in range(seconds // 10):
             f.write(block * 0 if i < 6 * silent_minutes else block)
-    stats = preprocess.SongStats()
+    stats = sc.SongStats()
     tracemalloc.start()
     n = 0
-    for _ in preprocess.song_chunks(path, path, SPEC, stats, trim_silence=trim):
+    for _ in sc.song_chunks(path, path, SPEC, stats, trim_silence=trim):
         n += 1
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -181,9 +181,9 @@ def test_a_long_silence_inside_and_after_a_song_costs_no_memory(tmp_path):
     with sf.SoundFile(path, "w", sr, 2, subtype="PCM_16") as f:
         for block in [music] * 6 + [silence] * 18 + [music] + [silence] * 12:
             f.write(block)
-    stats = preprocess.SongStats()
+    stats = sc.SongStats()
     tracemalloc.start()
-    n = sum(1 for _ in preprocess.song_chunks(path, path, SPEC, stats))
+    n = sum(1 for _ in sc.song_chunks(path, path, SPEC, stats))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert abs(stats.trimmed - 120 * 16000) < 100  # only the trailing 2 minutes
@@ -195,10 +195,10 @@ def test_a_long_silence_inside_and_after_a_song_costs_no_memory(tmp_path):
 
 
 def test_split_assignment_is_stable_across_processes_and_orders():
-    splits = preprocess.parse_splits("train:0.8,validation:0.1,test:0.1")
+    splits = sc.parse_splits("train:0.8,validation:0.1,test:0.1")
     ids = [f"genre{i % 3}/song{i}.mp3" for i in range(2000)]
-    here = [preprocess.assign_split(s, splits) for s in ids]
-    assert here == [preprocess.assign_split(s, splits) for s in reversed(ids)][::-1]
+    here = [sc.assign_split(s, splits) for s in ids]
+    assert here == [sc.assign_split(s, splits) for s in reversed(ids)][::-1]
     code = ("from beam_pipelines.ingest import song_chunks as p; s=p.parse_splits('train:0.8,validation:0.1,"
             "test:0.1'); print(','.join(p.assign_split(f'genre{i % 3}/song{i}.mp3', s) "
             "for i in range(2000)))")
@@ -218,15 +218,15 @@ def test_split_assignment_is_stable_across_processes_and_orders():
 ])
 def test_bad_split_specs_are_refused(text, msg):
     with pytest.raises(ValueError, match=msg):
-        preprocess.parse_splits(text)
+        sc.parse_splits(text)
 
 
 def test_shard_count_follows_size_and_request():
-    assert preprocess.num_shards_for(0, 20000) == 0
-    assert preprocess.num_shards_for(10, 20000) == 1
-    assert preprocess.num_shards_for(100_000, 20000) == 15  # 2 GB / 128 MiB
-    assert preprocess.num_shards_for(100, 20000, requested=8) == 8
-    assert preprocess.num_shards_for(3, 20000, requested=8) == 3
+    assert sc.num_shards_for(0, 20000) == 0
+    assert sc.num_shards_for(10, 20000) == 1
+    assert sc.num_shards_for(100_000, 20000) == 15  # 2 GB / 128 MiB
+    assert sc.num_shards_for(100, 20000, requested=8) == 8
+    assert sc.num_shards_for(3, 20000, requested=8) == 3
 
 
 def test_summary_balances():
@@ -238,7 +238,7 @@ def test_summary_balances():
         {"status": "failed", "reason": "silent"},
         {"status": "failed", "reason": "too_short"},
     ]
-    s = preprocess.summarize(recs)
+    s = sc.summarize(recs)
     assert s["songs_in"] == 5 == s["songs_written"] + s["songs_failed"]
     assert s["failures"] == {"silent": 2, "too_short": 1}
     assert s["splits"]["train"] == {"songs": 1, "chunks": 3, "seconds": 3.0}

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from beam_pipelines.ingest import fetch, sources
-from beam_pipelines.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import song_chunks as sc
 from wavegen.data.dataset import DatasetSpec
 
 from fma_fixture import mp3_bytes, write_fma_zip
@@ -52,10 +52,10 @@ def test_members_stream_or_load_to_the_same_chunks(tmp_path, in_memory):
     cache = sources.ArchiveCache(in_memory_bytes=in_memory)
     with sources.open_song(song, cache, fetch.FetchConfig()) as src:
         assert isinstance(src, io.BytesIO) == bool(in_memory)
-        got = list(preprocess.song_chunks(src, song.where, SPEC, preprocess.SongStats()))
+        got = list(sc.song_chunks(src, song.where, SPEC, sc.SongStats()))
     cache.close()
-    want = list(preprocess.song_chunks(str(tmp_path / "plain.mp3"), "plain", SPEC,
-                                       preprocess.SongStats()))
+    want = list(sc.song_chunks(str(tmp_path / "plain.mp3"), "plain", SPEC,
+                                       sc.SongStats()))
     assert len(got) == len(want) > 3
     assert all((a == b).all() for a, b in zip(got, want))
 

@@ -1,4 +1,4 @@
-"""Bad input never costs data (issue 13): each class of bad input is dead-lettered with its
+"""Bad input never costs data: each class of bad input is dead-lettered with its
 own reason, never blocks or stops the run, and never reaches a bin."""
 
 import json

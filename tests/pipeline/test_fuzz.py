@@ -1,4 +1,4 @@
-"""Fuzzing the whole pipeline (issue 13.9): random bytes, truncated and bit-flipped real
+"""Fuzzing the whole pipeline: random bytes, truncated and bit-flipped real
 files of every format, random zip members and random URL-list lines, in one run. Whatever
 they are, every input is accounted for (written, or dead-lettered with a known reason), no
 traceback escapes, and nothing outside the output folder changes.
@@ -165,7 +165,7 @@ def test_fuzzed_inputs_are_all_accounted_for(tmp_path, round_):
 
 
 # --------------------------------------------------------------------------------------
-# Journals and markers with random contents (issue 20.1)
+# Journals and markers with random contents
 
 
 def _random_json(rng, victim: str, depth: int = 0):

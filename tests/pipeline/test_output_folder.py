@@ -1,4 +1,4 @@
-"""The output folder is sacred (issue 13.4): only what a wavegen dataset wrote is deleted or
+"""The output folder is sacred: only what a wavegen dataset wrote is deleted or
 overwritten, by exact name; foreign folders, roots and home are refused; one run at a time;
 and a crash at any step of putting a dataset in place loses neither dataset."""
 
@@ -393,7 +393,7 @@ def test_a_run_killed_in_a_new_folder_does_not_lock_the_next_one_out(two_corpora
 
 
 # --------------------------------------------------------------------------------------
-# Files read from the output folder name nothing outside it (issue 20.1, 20.5)
+# Files read from the output folder name nothing outside it
 
 
 @pytest.fixture(scope="module")
@@ -408,7 +408,7 @@ def a_dataset(two_corpora, tmp_path_factory):
 GOOD = {"staging": ".wavegen-staging-000000000000", "backup": ".wavegen-old-000000000000",
         "old": [], "new": [], "phase": "install"}
 FORGED = {
-    "backup outside (the issue's case)": dict(GOOD, backup="../../victim"),
+    "backup outside (a case that once deleted it)": dict(GOOD, backup="../../victim"),
     "staging outside": dict(GOOD, staging="../victim"),
     "backup absolute": dict(GOOD, backup="VICTIM"),
     "backup with the prefix, then a path": dict(GOOD, backup=".wavegen-old-000000000000/../../victim"),
@@ -425,7 +425,7 @@ FORGED = {
 @pytest.mark.parametrize("case", sorted(FORGED))
 def test_a_forged_journal_is_refused_in_one_line_and_nothing_moves(two_corpora, a_dataset,
                                                                    tmp_path, caplog, case):
-    """The issue's journal made `--overwrite` rmtree a folder outside the output."""
+    """Such a journal once made `--overwrite` rmtree a folder outside the output."""
     _, new = two_corpora
     root = tmp_path / "a" / "b"
     out = root / "ds"

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from beam_pipelines.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import song_chunks as sc
 from wavegen.data import audio
 from wavegen.data.dataset import load_dataset_spec
 
@@ -26,13 +26,13 @@ GOOD = {  # song id: (sample rate, channels, seconds, format extension)
     "folk/g.flac": (44100, 2, 3.5),
 }
 BAD = {  # song id: accepted reasons
-    "rock/empty.mp3": {preprocess.UNDECODABLE},
-    "rock/text.wav": {preprocess.UNDECODABLE},
-    "jazz/random.flac": {preprocess.UNDECODABLE},
-    "jazz/lying.wav": {preprocess.TOO_SHORT, preprocess.NO_AUDIO, preprocess.UNDECODABLE},
-    "folk/truncated.ogg": {preprocess.NO_AUDIO, preprocess.UNDECODABLE},
-    "folk/short.wav": {preprocess.TOO_SHORT},
-    "rock/silent.flac": {preprocess.SILENT},
+    "rock/empty.mp3": {sc.UNDECODABLE},
+    "rock/text.wav": {sc.UNDECODABLE},
+    "jazz/random.flac": {sc.UNDECODABLE},
+    "jazz/lying.wav": {sc.TOO_SHORT, sc.NO_AUDIO, sc.UNDECODABLE},
+    "folk/truncated.ogg": {sc.NO_AUDIO, sc.UNDECODABLE},
+    "folk/short.wav": {sc.TOO_SHORT},
+    "rock/silent.flac": {sc.SILENT},
 }
 
 
@@ -112,14 +112,14 @@ def test_dataset_reads_back_through_tfds_with_its_metadata(cli_run):
     builder = tfds.builder_from_directory(str(out))
     assert builder.info.features["genre"].names == ["folk", "jazz", "rock", "unknown"]
     summary = json.loads((out / "summary.json").read_text())
-    splits = preprocess.parse_splits("train:0.6,validation:0.2,test:0.2")
+    splits = sc.parse_splits("train:0.6,validation:0.2,test:0.2")
     data = read_all(out)
     seen_songs = set()
     for split, examples in data.items():
         assert len(examples) == summary["splits"][split]["chunks"]
         for ex in examples:
             assert ex["audio"].dtype == np.uint8 and ex["audio"].shape == (spec.chunk_samples,)
-            assert preprocess.assign_split(ex["song_id"], splits) == split
+            assert sc.assign_split(ex["song_id"], splits) == split
             assert spec.genres[ex["genre"]] == ex["song_id"].split("/")[0]
             seen_songs.add(ex["song_id"])
     assert seen_songs == set(GOOD)

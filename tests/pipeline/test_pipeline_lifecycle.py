@@ -1,4 +1,4 @@
-"""How a pipeline run ends when it is stopped or runs out of room (issue 20): its worker
+"""How a pipeline run ends when it is stopped or runs out of room: its worker
 processes die with it, SIGTERM and Ctrl-C end it in one line leaving the output folder as
 it was, a full disk is one line, a clean run prints only wavegen's lines (--verbose brings
 Beam's back), and `~` in a path flag is the home folder."""

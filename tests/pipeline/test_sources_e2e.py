@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from beam_pipelines.ingest import fma_metadata as fma
-from beam_pipelines.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import song_chunks as sc
 
 from fma_fixture import mp3_bytes, write_fma_zip, write_metadata_zip
 from helpers import run_pipeline, tone, write_audio
@@ -69,9 +69,9 @@ def test_fma_archive_with_metadata_genres_and_splits(fma_files, tmp_path):
     assert summary["songs_failed"] == 3
     failed = {json.loads(line)["song_id"]: json.loads(line)
               for line in (out / "failed.jsonl").read_text().splitlines()}
-    assert failed["666"]["reason"] == preprocess.UNDECODABLE
-    assert failed["999"]["reason"] == preprocess.NO_METADATA
-    assert failed["1200"]["reason"] == preprocess.TOO_LARGE
+    assert failed["666"]["reason"] == sc.UNDECODABLE
+    assert failed["999"]["reason"] == sc.NO_METADATA
+    assert failed["1200"]["reason"] == sc.TOO_LARGE
     assert failed["666"]["path"] == f"{archive}:fma_small/000/000666.mp3"
     md = summary["metadata"]
     assert md["songs_without_metadata"] == {"count": 1, "examples": ["999"]}

@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines.ingest import song_chunks as preprocess
+from beam_pipelines.ingest import song_chunks as sc
 from beam_pipelines.ingest.song_chunks import ChunkingConfig
 from beam_pipelines.ingest.sources import SongRef
 from beam_pipelines.transforms import SONGS, Preprocess, ProcessSongs, WriteShards
@@ -70,7 +70,7 @@ def test_process_songs_accounts_for_every_song(songs, tmp_path):
         assert_that(decoded | "Shape" >> beam.Map(
             lambda e: (e[0], e[2]["song_id"].decode(), int(e[2]["chunk_index"]),
                        e[2]["audio"].shape,
-                       e[1] == preprocess.example_key(e[2]["song_id"].decode(),
+                       e[1] == sc.example_key(e[2]["song_id"].decode(),
                                                       int(e[2]["chunk_index"])))),
             equal_to([("train", "good.mp3", i, (2000,), True)
                       for i in range(expected_chunks["good.mp3"])]
@@ -86,7 +86,7 @@ def test_write_shards_spreads_and_orders_examples(tmp_path):
     for split, n in (("train", 300), ("test", 2)):
         for i in range(n):
             data = f"{split}-{i}".encode()
-            refs.append((split, preprocess.example_key(f"s{i % 7}", i),
+            refs.append((split, sc.example_key(f"s{i % 7}", i),
                          (str(spill), len(blob), len(data))))
             blob += data
     spill.write_bytes(blob)
@@ -105,7 +105,7 @@ def test_write_shards_spreads_and_orders_examples(tmp_path):
         for f in files:
             with open(f, "rb") as fh:
                 recs = list(read_records(fh))
-            keys = [preprocess.example_key(f"s{int(r.split(b'-')[1]) % 7}",
+            keys = [sc.example_key(f"s{int(r.split(b'-')[1]) % 7}",
                                            int(r.split(b"-")[1])) for r in recs]
             assert keys == sorted(keys)  # ordered by the hash inside a shard
             got.extend(recs)
@@ -138,7 +138,7 @@ def test_a_shard_is_written_without_holding_it_in_memory(tmp_path):
         with open(path, "wb") as f:
             for i in range(per_song):
                 data = rng.bytes(example)
-                key = preprocess.example_key(f"song{s}", i)
+                key = sc.example_key(f"song{s}", i)
                 refs.append((key, (str(path), i * example, example)))
                 want[key] = data
                 f.write(data)

@@ -1,4 +1,4 @@
-"""Hostile inputs to training, sampling and evaluation (issue 20): a bug keeps its
+"""Hostile inputs to training, sampling and evaluation: a bug keeps its
 traceback while a user error is one line; requests that cannot fit are refused before any
 work; signals end a command with one line; damaged shards and edited metadata are named;
 `~` in a path setting is the home folder."""

@@ -56,7 +56,7 @@ def test_a_run_reads_its_dataset_description_once(data_dir, tmp_path, monkeypatc
 
 
 # --------------------------------------------------------------------------------------
-# Defaults and settings (issue 12.1)
+# Defaults and settings
 
 
 @pytest.mark.parametrize("steps", [1, 2, 7, 19, 20, 200, 5000, 1_000_000])
@@ -100,7 +100,7 @@ def test_run_settings_are_refused_before_the_first_step(data_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------------------
-# The time budget (issue 12.2)
+# The time budget
 
 
 @pytest.mark.slow
@@ -143,7 +143,7 @@ def test_a_budget_that_is_not_a_positive_number_is_refused():
 
 
 # --------------------------------------------------------------------------------------
-# EMA (issue 12.6)
+# EMA
 
 
 @pytest.mark.slow
@@ -176,7 +176,7 @@ def test_without_an_ema_the_meta_says_so(data_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------------------
-# Checked, not trusted (issue 13.8)
+# Checked, not trusted
 
 
 @pytest.mark.slow

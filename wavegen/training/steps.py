@@ -60,7 +60,7 @@ class OptimConfig:
     fills both with `for_run(steps)`; a schedule needs them filled. `end_lr` None (the
     default): no decay, the rate stays at `lr` after warmup - a plain WaveNet's constant
     Adam rate, which learns far faster per step in runs of a few hundred steps than a
-    cosine decay over the run (issue 12.10); set it to decay by cosine to `end_lr`.
+    cosine decay over the run; set it to decay by cosine to `end_lr`.
     """
 
     lr: float = 1e-3  # peak, reached after warmup
