@@ -9,7 +9,6 @@ process of the cluster is left. `make test` downloads what these need first
 (`make cluster-deps`).
 """
 
-import glob
 import hashlib
 import os
 import shutil
@@ -78,25 +77,9 @@ class Started:
         self.pids = recorded_pids(run_dir)
 
 
-def missing_downloads(engine) -> list[str]:
-    """What `make cluster-deps` (scripts/cluster.sh ENGINE install) puts in .cluster/ for
-    this engine and is not there: the job server's jars, and for Spark its own pyspark."""
-    cluster_dir = os.environ.get("WAVEGEN_CLUSTER_DIR", os.path.join(ROOT, ".cluster"))
-    missing = [] if os.path.isdir(os.path.join(cluster_dir, engine, "lib")) else [
-        f"{engine}/lib (the job server's jars)"]
-    if engine == "spark" and not glob.glob(os.path.join(cluster_dir, "spark", "env",
-                                                          ".complete-pyspark*")):
-        missing.append("spark/env (pyspark)")
-    return missing
-
-
 @pytest.fixture(scope="module", params=cluster_demo.ENGINES)
 def engine_cluster(request, tmp_path_factory):
     engine = request.param
-    missing = missing_downloads(engine)
-    if missing:
-        pytest.skip(f"{engine} cluster not installed ({', '.join(missing)} missing): run "
-                    "`make cluster-deps` first (`make test` does)")
     run_dir = tmp_path_factory.mktemp(f"{engine}_run")
     started = Started(engine, cluster_demo.private_env(engine, run_dir), run_dir)
     members = set()
